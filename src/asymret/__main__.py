@@ -1,0 +1,3 @@
+from asymret.cli import main
+
+raise SystemExit(main())
