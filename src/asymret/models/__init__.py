@@ -1,0 +1,22 @@
+"""Retrieval networks: create by name, frozen teachers, checkpoints."""
+
+from asymret.models.checkpoint import import_reference_checkpoint, load_model, save_model
+from asymret.models.network import ModelConfig, RetrievalNet, Teacher
+from asymret.models.pooling import GeM
+from asymret.models.registry import OFFLINE_PRETRAINED, create_model, list_models, parse_model_name
+from asymret.models.state import read_state_dict
+
+__all__ = [
+    "OFFLINE_PRETRAINED",
+    "GeM",
+    "ModelConfig",
+    "RetrievalNet",
+    "Teacher",
+    "create_model",
+    "import_reference_checkpoint",
+    "list_models",
+    "load_model",
+    "parse_model_name",
+    "read_state_dict",
+    "save_model",
+]

@@ -1,0 +1,136 @@
+"""Model checkpoints: our format (safetensors + config.json) and the reference project's.
+
+Our format is a directory holding ``model.safetensors`` (the state dict) and ``config.json``
+(the :class:`ModelConfig`). The reference project (cirtorch / AML) saves one torch file with
+a ``meta`` dict (architecture, pooling, whitening, mean, std, outputdim) and a ``state_dict``
+whose keys are ``features.<i>.*`` (the trunk's children in order), ``pool.p`` and optionally
+``whiten.weight`` / ``whiten.bias``; :func:`import_reference_checkpoint` maps it onto ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import safetensors.torch
+import torch
+
+from asymret.errors import AsymretError
+from asymret.models.network import ModelConfig, RetrievalNet
+from asymret.models.state import load_checked, read_state_dict
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT_NAME = "asymret-model"
+FORMAT_VERSION = 1
+
+# Children of torchvision's ResNet in order; cirtorch keeps the first eight as `features`.
+_RESNET_CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+_REFERENCE_ARCHS = {f"resnet{depth}" for depth in (18, 34, 50, 101, 152)} | {"vgg16"}
+
+
+def save_model(net: RetrievalNet, directory: str | Path) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (each atomically)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    weights_tmp = directory / f".{WEIGHTS_FILE}.tmp"
+    safetensors.torch.save_file(state, str(weights_tmp))
+    config_tmp = directory / f".{CONFIG_FILE}.tmp"
+    payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": net.config.to_dict()}
+    config_tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(weights_tmp, directory / WEIGHTS_FILE)
+    os.replace(config_tmp, directory / CONFIG_FILE)
+    return directory
+
+
+def load_model(directory: str | Path) -> RetrievalNet:
+    """Rebuild a network saved by :func:`save_model`.
+
+    Raises:
+        AsymretError: a file is missing or unreadable, or the weights do not fit the config.
+    """
+    directory = Path(directory)
+    config_path = directory / CONFIG_FILE
+    try:
+        payload = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AsymretError(f"{config_path}: cannot read model config ({exc})") from exc
+    if payload.get("format") != FORMAT_NAME or "config" not in payload:
+        raise AsymretError(f"{config_path}: not an asymret model config")
+    try:
+        config = ModelConfig.from_dict(payload["config"])
+    except (TypeError, ValueError) as exc:
+        raise AsymretError(f"{config_path}: invalid model config ({exc})") from exc
+    net = RetrievalNet(config)
+    weights_path = directory / WEIGHTS_FILE
+    load_checked(net, read_state_dict(weights_path), str(weights_path))
+    return net
+
+
+def reference_trunk_key(arch: str, key: str) -> str:
+    """Map a reference ``features.<i>.rest`` key to the timm trunk's key (without prefix)."""
+    match = re.fullmatch(r"features\.(\d+)\.(.+)", key)
+    if match is None:
+        raise AsymretError(f"unexpected trunk key '{key}'")
+    index, rest = int(match.group(1)), match.group(2)
+    if arch.startswith("resnet"):
+        if index >= len(_RESNET_CHILDREN):
+            raise AsymretError(f"unexpected trunk key '{key}' for {arch}")
+        return f"{_RESNET_CHILDREN[index]}.{rest}"
+    return key
+
+
+def import_reference_checkpoint(path: str | Path) -> RetrievalNet:
+    """Load a checkpoint of the reference project (``meta`` + ``state_dict``) as a RetrievalNet.
+
+    Raises:
+        AsymretError: unreadable file, unsupported architecture or pooling, or weights that do
+            not fit (the message names the missing / unexpected keys or the wrong dimension).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AsymretError(f"{path}: checkpoint file not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise AsymretError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(checkpoint, dict) or not {"meta", "state_dict"} <= set(checkpoint):
+        raise AsymretError(f"{path}: not a reference checkpoint (needs 'meta' and 'state_dict')")
+    meta, state = checkpoint["meta"], checkpoint["state_dict"]
+    arch = meta.get("architecture")
+    if arch not in _REFERENCE_ARCHS:
+        raise AsymretError(
+            f"{path}: architecture '{arch}' is not supported for import "
+            f"(supported: {', '.join(sorted(_REFERENCE_ARCHS))})"
+        )
+    if meta.get("local_whitening") or meta.get("regional"):
+        raise AsymretError(f"{path}: local whitening / regional pooling are not supported")
+    whitening = bool(meta.get("whitening")) or "whiten.weight" in state
+    dim = None
+    if whitening:
+        if "whiten.weight" not in state:
+            raise AsymretError(f"{path}: meta says whitening but 'whiten.weight' is missing")
+        dim = int(state["whiten.weight"].shape[0])
+    config = ModelConfig(
+        arch=arch,
+        pooling=meta.get("pooling", "gem"),
+        dim=dim,
+        mean=tuple(float(v) for v in meta.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(float(v) for v in meta.get("std", (0.229, 0.224, 0.225))),
+    )
+    net = RetrievalNet(config)
+    if "outputdim" in meta and int(meta["outputdim"]) != net.outputdim:
+        raise AsymretError(
+            f"{path}: meta outputdim {meta['outputdim']} but the weights give {net.outputdim}"
+        )
+    mapped = {}
+    for key, value in state.items():
+        if key.startswith("features."):
+            mapped["features." + reference_trunk_key(arch, key)] = value
+        else:
+            mapped[key] = value
+    load_checked(net, mapped, str(path))
+    return net

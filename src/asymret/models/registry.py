@@ -1,0 +1,115 @@
+"""Create retrieval networks by name: ``<timm arch>-<pooling>[-<projection dim>]``.
+
+Examples: ``resnet101-gem`` (D = 2048), ``efficientnet_b3-gem-2048`` (1536 channels projected
+to 2048), ``mobilenetv2_100-gem-2048``. Any timm architecture with a convolutional
+``forward_features`` works; :func:`list_models` names the ones the project is built around.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import timm
+import torch
+
+from asymret.errors import AsymretError
+from asymret.models.checkpoint import load_model
+from asymret.models.network import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, RetrievalNet
+from asymret.models.pooling import POOLINGS
+from asymret.models.state import load_checked, read_state_dict
+
+KNOWN_MODELS = (
+    "resnet50-gem",
+    "resnet101-gem",
+    "resnet152-gem",
+    "vgg16-gem",
+    "efficientnet_b3-gem-2048",
+    "mobilenetv2_100-gem-2048",
+    "tf_efficientnet_lite0-gem",
+    "tf_efficientnet_lite1-gem",
+    "tf_efficientnet_lite2-gem",
+    "tf_efficientnet_lite0-gem-1280",
+)
+
+TrunkWeights = Callable[[], dict[str, torch.Tensor]]
+OFFLINE_PRETRAINED: dict[str, TrunkWeights] = {}
+"""timm arch → function returning ImageNet trunk weights that need no download."""
+
+CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.", "pre_logits.", "last_linear.")
+
+
+def list_models() -> list[str]:
+    """Names of the networks the project documents and tests."""
+    return list(KNOWN_MODELS)
+
+
+def parse_model_name(name: str) -> ModelConfig:
+    """Parse a name: ``"efficientnet_b3-gem-2048"`` → arch efficientnet_b3, GeM, dim 2048.
+
+    Input normalisation comes from timm's pretrained config of the architecture.
+    """
+    parts = name.split("-")
+    dim = None
+    if len(parts) >= 3 and parts[-1].isdigit():
+        dim = int(parts.pop())
+    if len(parts) < 2 or parts[-1] not in POOLINGS:
+        raise AsymretError(
+            f"model name '{name}' is not <arch>-<pooling>[-<dim>] with pooling one of "
+            f"{', '.join(sorted(POOLINGS))}; e.g. {', '.join(KNOWN_MODELS[:3])}"
+        )
+    pooling = parts.pop()
+    arch = "-".join(parts)
+    if not timm.is_model(arch):
+        raise AsymretError(f"model name '{name}': '{arch}' is not a timm architecture")
+    cfg = timm.models.get_pretrained_cfg(arch)
+    mean = tuple(cfg.mean) if cfg is not None else IMAGENET_MEAN
+    std = tuple(cfg.std) if cfg is not None else IMAGENET_STD
+    return ModelConfig(arch=arch, pooling=pooling, dim=dim, mean=mean, std=std)
+
+
+def create_model(
+    name: str,
+    pretrained: bool = False,
+    pretrained_path: str | Path | None = None,
+    **overrides,
+) -> RetrievalNet:
+    """Build a retrieval network by name, or load a saved one from its directory.
+
+    Args:
+        name: ``<arch>-<pooling>[-<dim>]``, or a directory written by :func:`save_model`.
+        pretrained: load ImageNet weights into the trunk from an offline source.
+        pretrained_path: a local trunk checkpoint (timm/torchvision names; ``.safetensors``
+            or a torch file) to load instead.
+        **overrides: ModelConfig fields to change, e.g. ``dim=512`` or ``gem_p=2.5``.
+
+    Returns:
+        A RetrievalNet mapping (N, 3, H, W) images in [0, 1] to (N, D) unit vectors.
+    """
+    if Path(name).is_dir():
+        return load_model(name)
+    config = parse_model_name(name)
+    if overrides:
+        config = ModelConfig.from_dict({**config.to_dict(), **overrides})
+    net = RetrievalNet(config)
+    if pretrained_path is not None:
+        load_trunk_weights(net, read_state_dict(pretrained_path), str(pretrained_path))
+    elif pretrained:
+        if config.arch not in OFFLINE_PRETRAINED:
+            raise AsymretError(
+                f"no offline ImageNet weights for '{config.arch}' (available: "
+                f"{', '.join(sorted(OFFLINE_PRETRAINED)) or 'none'}); download a checkpoint "
+                "yourself and pass it with pretrained_path=FILE (CLI: --pretrained-path FILE)"
+            )
+        load_trunk_weights(net, OFFLINE_PRETRAINED[config.arch](), f"offline {config.arch}")
+    return net
+
+
+def load_trunk_weights(net: RetrievalNet, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load ImageNet-style weights into the trunk; classifier weights are ignored.
+
+    Raises:
+        AsymretError: naming missing or unexpected keys, or mismatched shapes.
+    """
+    trunk_state = {k: v for k, v in state_dict.items() if not k.startswith(CLASSIFIER_PREFIXES)}
+    load_checked(net.features, trunk_state, f"{source} (trunk '{net.config.arch}')")
