@@ -49,7 +49,8 @@ def test_names_parse_into_configs():
 
 
 @pytest.mark.parametrize(
-    ("name", "dim"), [("resnet18-gem", 512), ("mobilenetv2_100-gem-2048", 2048), ("resnet18-mac-64", 64)]
+    ("name", "dim"),
+    [("resnet18-gem", 512), ("mobilenetv2_100-gem-2048", 2048), ("resnet18-mac-64", 64)],
 )
 def test_output_is_unit_vectors_of_the_named_dimension(name, dim):
     net = create_model(name).eval()
@@ -140,7 +141,7 @@ def test_checkpoint_that_does_not_fit_names_the_problem(tmp_path):
 
 
 class CirtorchStyleNet(nn.Module):
-    """The reference project's network, rebuilt from torchvision: children → GeM → L2N → whiten → L2N."""
+    """The reference project's network from torchvision: children → GeM → L2N → whiten → L2N."""
 
     def __init__(self, arch: str, outputdim: int | None):
         super().__init__()
