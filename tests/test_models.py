@@ -42,7 +42,7 @@ def test_names_parse_into_configs():
     cfg = parse_model_name("efficientnet_b3-gem-2048")
     assert (cfg.arch, cfg.pooling, cfg.dim) == ("efficientnet_b3", "gem", 2048)
     lite = parse_model_name("tf_efficientnet_lite0-gem")
-    assert lite.dim is None and lite.mean == (0.5, 0.5, 0.5)
+    assert lite.dim is None and lite.mean == pytest.approx((127 / 255,) * 3)
     for bad in ("resnet101", "resnet101-avg", "not_a_net-gem", "resnet101-gem-x"):
         with pytest.raises(AsymretError, match=bad.split("-")[0]):
             parse_model_name(bad)

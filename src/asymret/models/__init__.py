@@ -3,6 +3,7 @@
 from asymret.models.checkpoint import import_reference_checkpoint, load_model, save_model
 from asymret.models.network import ModelConfig, RetrievalNet, Teacher
 from asymret.models.pooling import GeM
+from asymret.models.pretrained import load_lite_classifier
 from asymret.models.registry import OFFLINE_PRETRAINED, create_model, list_models, parse_model_name
 from asymret.models.state import read_state_dict
 
@@ -15,6 +16,7 @@ __all__ = [
     "create_model",
     "import_reference_checkpoint",
     "list_models",
+    "load_lite_classifier",
     "load_model",
     "parse_model_name",
     "read_state_dict",

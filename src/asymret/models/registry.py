@@ -36,6 +36,10 @@ TrunkWeights = Callable[[], dict[str, torch.Tensor]]
 OFFLINE_PRETRAINED: dict[str, TrunkWeights] = {}
 """timm arch → function returning ImageNet trunk weights that need no download."""
 
+Normalisation = tuple[tuple[float, float, float], tuple[float, float, float]]
+OFFLINE_NORMALISATION: dict[str, Normalisation] = {}
+"""timm arch → (mean, std) that its offline weights expect, where timm's config differs."""
+
 CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.", "pre_logits.", "last_linear.")
 
 
@@ -63,8 +67,12 @@ def parse_model_name(name: str) -> ModelConfig:
     if not timm.is_model(arch):
         raise AsymretError(f"model name '{name}': '{arch}' is not a timm architecture")
     cfg = timm.models.get_pretrained_cfg(arch)
-    mean = tuple(cfg.mean) if cfg is not None else IMAGENET_MEAN
-    std = tuple(cfg.std) if cfg is not None else IMAGENET_STD
+    if arch in OFFLINE_NORMALISATION:
+        mean, std = OFFLINE_NORMALISATION[arch]
+    elif cfg is not None:
+        mean, std = tuple(cfg.mean), tuple(cfg.std)
+    else:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
     return ModelConfig(arch=arch, pooling=pooling, dim=dim, mean=mean, std=std)
 
 
