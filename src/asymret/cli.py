@@ -1,0 +1,117 @@
+"""Command line: ``asymret <subcommand> ...``.
+
+User errors (bad files, shapes, names) print one line and exit with status 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from asymret.errors import AsymretError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _add_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    summary: str,
+    example: str,
+) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _cmd_evaluate_features(args: argparse.Namespace) -> int:
+    from asymret.evaluate import evaluate_feature_files
+
+    result = evaluate_feature_files(args.gnd, args.queries, args.database)
+    print(json.dumps(result.to_dict()) if args.json else result.format_table())
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from asymret.models import list_models, parse_model_name
+
+    for name in list_models():
+        config = parse_model_name(name)
+        print(f"{name:34s} trunk {config.arch}, {config.pooling.upper()}"
+              + (f", projected to {config.dim}" if config.dim else ""))
+    print("\nAny timm architecture works as <arch>-<gem|mac|spoc>[-<dim>].")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from asymret.demo import run_builtin_example
+
+    run_builtin_example(Path(args.out), seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asymret",
+        description="Asymmetric metric learning for image retrieval: students compatible "
+        "with a teacher's index.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+
+    demo = _add_command(
+        subparsers, "demo", _cmd_demo,
+        "run the built-in example and print its symmetric and asymmetric mAP",
+        "asymret demo --out runs/demo",
+    )
+    demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+    evaluate = _add_command(
+        subparsers, "evaluate-features", _cmd_evaluate_features,
+        "revisited Oxford/Paris mAP and mP@k of query vectors against database vectors",
+        "asymret evaluate-features --gnd gnd_roxford5k.pkl --queries Q.npy --database X.npy",
+    )
+    evaluate.add_argument("--gnd", required=True, help="ground-truth pickle (revisitop format)")
+    evaluate.add_argument("--queries", required=True, help="(nq, D) query vectors, .npy")
+    evaluate.add_argument("--database", required=True, help="(n, D) database vectors, .npy")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+
+    _add_command(
+        subparsers, "models", _cmd_models,
+        "list the documented network names",
+        "asymret models",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``asymret`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except AsymretError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"asymret: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("asymret: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        sys.stderr.close()
+        return 0
