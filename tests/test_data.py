@@ -1,0 +1,199 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from asymret.data import resolve_data_root
+from asymret.data.folder import PhotoFolder
+from asymret.data.images import ImageReadError, load_image, rescale, to_tensor
+from asymret.data.revisitop import RevisitopDataset, distractor_paths
+from asymret.data.sfm120k import TrainingDb, cid_to_relative_path
+from asymret.errors import AsymretError
+
+
+def write_image(path, width, height, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format="JPEG", quality=95)
+    return pixels
+
+
+def test_data_root_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("ASYMRET_DATA", str(tmp_path / "env"))
+    assert resolve_data_root(tmp_path / "explicit") == tmp_path / "explicit"
+    assert resolve_data_root() == tmp_path / "env"
+    monkeypatch.delenv("ASYMRET_DATA")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_data_root() == tmp_path / "home" / ".cache" / "asymret"
+
+
+def test_load_image_crops_then_shrinks_keeping_aspect(tmp_path):
+    path = tmp_path / "a.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (60, 100, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    cropped = load_image(path, bbox=[10, 5, 50, 25])
+    assert cropped.size == (40, 20)
+    np.testing.assert_array_equal(np.asarray(cropped), pixels[5:25, 10:50])
+    assert load_image(path, imsize=50).size == (50, 30)
+    assert load_image(path, imsize=500).size == (100, 60), "images are never enlarged"
+    tensor = to_tensor(load_image(path))
+    assert tensor.shape == (3, 60, 100) and tensor.dtype == torch.float32
+    torch.testing.assert_close(tensor[:, 0, 0], torch.tensor(pixels[0, 0] / 255.0).float())
+
+
+def test_unreadable_images_are_named(tmp_path):
+    with pytest.raises(ImageReadError, match=r"missing\.jpg: image file not found"):
+        load_image(tmp_path / "missing.jpg")
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(ImageReadError, match=r"corrupt\.jpg: cannot decode"):
+        load_image(corrupt)
+    truncated = tmp_path / "truncated.jpg"
+    write_image(truncated, 64, 64)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    with pytest.raises(ImageReadError, match=r"truncated\.jpg"):
+        load_image(truncated)
+
+
+def test_rescale_matches_reference_sizes():
+    images = torch.rand(2, 3, 101, 64)
+    assert rescale(images, 1.0) is images
+    assert rescale(images, 0.5).shape == (2, 3, 50, 32)
+    assert rescale(images, 2**-0.5).shape == (2, 3, 71, 45)
+
+
+def make_revisitop(root, name="toyset"):
+    directory = root / name
+    imlist = [f"db{i}" for i in range(4)]
+    qimlist = ["q0"]
+    for i, image_name in enumerate(imlist + qimlist):
+        write_image(directory / "jpg" / f"{image_name}.jpg", 40 + i, 30, seed=i)
+    gnd = [{"bbx": [2.0, 3.0, 20.0, 25.0], "easy": [0], "hard": [2], "junk": [3]}]
+    with open(directory / f"gnd_{name}.pkl", "wb") as handle:
+        pickle.dump({"imlist": imlist, "qimlist": qimlist, "gnd": gnd}, handle, protocol=3)
+    return directory
+
+
+def test_revisitop_reader_crops_queries_and_appends_distractors(tmp_path, monkeypatch):
+    make_revisitop(tmp_path)
+    monkeypatch.setenv("ASYMRET_DATA", str(tmp_path))
+    dataset = RevisitopDataset.load("toyset")
+    assert dataset.imlist == ["db0", "db1", "db2", "db3"] and dataset.gnd[0]["junk"] == [3]
+    query, index = dataset.query_images()[0]
+    assert index == 0 and query.shape == (3, 22, 18)
+    database = dataset.database_images(imsize=20)
+    assert len(database) == 4 and database[1][0].shape == (3, 15, 20)
+    distractor_dir = tmp_path / "revisitop1m"
+    write_image(distractor_dir / "jpg" / "x" / "d0.jpg", 10, 10)
+    (distractor_dir / "revisitop1m.txt").write_text("x/d0.jpg\n")
+    with_distractors = dataset.database_images(distractors=distractor_paths())
+    assert len(with_distractors) == 5 and with_distractors[4][0].shape == (3, 10, 10)
+
+
+def test_revisitop_reader_errors_name_the_file(tmp_path):
+    with pytest.raises(AsymretError, match=r"gnd_roxford5k\.pkl.*asymret download roxford5k"):
+        RevisitopDataset.load("roxford5k", root=tmp_path)
+    with pytest.raises(AsymretError, match=r"revisitop1m\.txt"):
+        distractor_paths(tmp_path)
+
+
+def make_sfm(root, name="retrieval-toy"):
+    directory = root / name
+    cids = [f"{i:032x}" for i in range(1, 7)]
+    for i, cid in enumerate(cids):
+        write_image(directory / cid_to_relative_path(cid), 20, 16, seed=i)
+    split = {"cids": cids, "cluster": [0, 0, 1, 1, 2, 2], "qidxs": [0, 2], "pidxs": [1, 3]}
+    with open(directory / f"{name}.pkl", "wb") as handle:
+        pickle.dump({"train": split, "val": split}, handle, protocol=3)
+    return directory, cids
+
+
+def test_sfm_reader_paths_and_pairs(tmp_path):
+    directory, cids = make_sfm(tmp_path)
+    db = TrainingDb.load("retrieval-toy", "train", root=tmp_path)
+    assert len(db) == 6 and db.clusters.tolist() == [0, 0, 1, 1, 2, 2]
+    assert db.query_indices.tolist() == [0, 2] and db.positive_indices.tolist() == [1, 3]
+    cid = cids[0]
+    assert db.paths[0] == directory / "ims" / cid[-2:] / cid[-4:-2] / cid[-6:-4] / cid
+    image, index = db.images(imsize=10)[5]
+    assert index == 5 and image.shape == (3, 8, 10)
+
+
+def test_sfm_reader_rejects_bad_dbs(tmp_path):
+    with pytest.raises(AsymretError, match="asymret download sfm120k"):
+        TrainingDb.load(root=tmp_path)
+    directory, cids = make_sfm(tmp_path)
+    bad = {"train": {"cids": cids, "cluster": [0] * 6, "qidxs": [0], "pidxs": [9]}}
+    (directory / "retrieval-toy.pkl").write_bytes(pickle.dumps(bad))
+    with pytest.raises(AsymretError, match=r"pidxs out of range"):
+        TrainingDb.load("retrieval-toy", root=tmp_path)
+    with pytest.raises(AsymretError, match="no 'val' split"):
+        TrainingDb.load("retrieval-toy", "val", root=tmp_path)
+
+
+def test_unreadable_training_images_can_be_skipped_and_counted(tmp_path):
+    make_sfm(tmp_path)
+    db = TrainingDb.load("retrieval-toy", root=tmp_path)
+    db.paths[2].write_bytes(b"garbage")
+    strict = db.images()
+    with pytest.raises(ImageReadError, match=db.cids[2]):
+        strict[2]
+    lenient = db.images(skip_unreadable=True)
+    items = [lenient[i] for i in range(len(db))]
+    assert items[2] is None and sum(item is None for item in items) == 1
+    assert lenient.skipped == [db.paths[2]]
+
+
+def make_photo_folder(tmp_path):
+    rows = [
+        "path,instance,role,x1,y1,x2,y2",
+        "train/a1.jpg,arch,train,,,,",
+        "train/a2.jpg,arch,,,,,",
+        "train/a3.jpg,arch,train,,,,",
+        "train/b1.jpg,bridge,train,,,,",
+        "train/b2.jpg,bridge,train,,,,",
+        "test/t_q.jpg,tower,query,2,2,20,18",
+        "test/s_q.jpg,statue,query,,,,",
+        "test/t1.jpg,tower,database,,,,",
+        "test/x1.jpg,street,database,,,,",
+        "test/t2.jpg,tower,database,,,,",
+        "test/s1.jpg,statue,database,,,,",
+    ]
+    (tmp_path / "images.csv").write_text("\n".join(rows) + "\n")
+    for i, row in enumerate(rows[1:]):
+        write_image(tmp_path / row.split(",")[0], 32, 24, seed=i)
+    return tmp_path
+
+
+def test_photo_folder_gives_training_pairs_and_test_ground_truth(tmp_path):
+    folder = PhotoFolder.load(make_photo_folder(tmp_path))
+    assert folder.summary() == "11 images of 5 instances: 5 train, 2 query, 4 database"
+    db = folder.training_db()
+    assert db.clusters.tolist() == [0, 0, 0, 1, 1]
+    pairs = set(zip(db.query_indices.tolist(), db.positive_indices.tolist(), strict=True))
+    assert pairs == {(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1), (3, 4), (4, 3)}
+    test = folder.test_set()
+    assert test.qimlist == ["test/t_q.jpg", "test/s_q.jpg"]
+    assert test.gnd[0] == {"bbx": [2.0, 2.0, 20.0, 18.0], "easy": [0, 2], "hard": [], "junk": []}
+    assert test.gnd[1]["easy"] == [3] and test.gnd[1]["bbx"] == [0.0, 0.0, 32.0, 24.0]
+    query, _ = test.query_images()[0]
+    assert query.shape == (3, 16, 18)
+    assert folder.find_unreadable() == []
+
+
+def test_photo_folder_reports_every_bad_image_and_row(tmp_path):
+    make_photo_folder(tmp_path)
+    (tmp_path / "train" / "a2.jpg").unlink()
+    (tmp_path / "test" / "x1.jpg").write_bytes(b"broken")
+    problems = PhotoFolder.load(tmp_path).find_unreadable()
+    assert len(problems) == 2
+    assert "a2.jpg: image file not found" in problems[0] and "x1.jpg: cannot decode" in problems[1]
+    with open(tmp_path / "images.csv", "a") as handle:
+        handle.write("test/t9.jpg,tower,sideways,,,,\ntest/t1.jpg,tower,database,,,,\n")
+    with pytest.raises(AsymretError, match=r"images\.csv:13: 'test/t9\.jpg' has role 'sideways'"):
+        PhotoFolder.load(tmp_path)
+    lenient = PhotoFolder.load(tmp_path, strict=False)
+    assert len(lenient.problems) == 2 and "listed twice" in lenient.problems[1]
+    assert len(lenient.rows) == 11
