@@ -56,6 +56,35 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_download(args: argparse.Namespace) -> int:
+    from asymret.data.download import download
+
+    path = download(args.name, root=args.root, mirror=args.mirror, progress=not args.quiet)
+    print(path)
+    return 0
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from asymret.data.folder import PhotoFolder
+
+    folder = PhotoFolder.load(args.directory, strict=False)
+    problems = folder.problems + folder.find_unreadable()
+    print(folder.summary())
+    for problem in problems:
+        print(f"  problem: {problem}")
+    if problems:
+        raise AsymretError(f"{args.directory}: {len(problems)} problem(s) listed above")
+    print("all images readable")
+    return 0
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from asymret.data.synthetic import generate_synth
+
+    print(generate_synth(Path(args.out), seed=args.seed, size=args.size, progress=not args.quiet))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from asymret.demo import run_builtin_example
 
@@ -89,6 +118,39 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--queries", required=True, help="(nq, D) query vectors, .npy")
     evaluate.add_argument("--database", required=True, help="(n, D) database vectors, .npy")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+
+    from asymret.data.download import DOWNLOADS
+
+    download = _add_command(
+        subparsers, "download", _cmd_download,
+        "download an official dataset or a reference teacher network (resumable)",
+        "asymret download roxford5k --root ~/data/asymret",
+    )
+    download.add_argument("name", choices=list(DOWNLOADS), metavar="NAME",
+                          help="one of: " + ", ".join(DOWNLOADS))
+    download.add_argument("--root", help="data root (default: $ASYMRET_DATA or ~/.cache/asymret)")
+    download.add_argument("--mirror", help="base URL replacing the official hosts")
+    download.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    data = subparsers.add_parser("data", help="prepare and check datasets",
+                                 description="prepare and check datasets")
+    data_commands = data.add_subparsers(dest="data_command", metavar="<data command>",
+                                        required=True)
+    check = _add_command(
+        data_commands, "check", _cmd_data_check,
+        "validate a photo folder (images.csv + images) and name every bad image",
+        "asymret data check ~/photos/my-landmarks",
+    )
+    check.add_argument("directory", help="folder holding images.csv")
+    synth = _add_command(
+        data_commands, "synth", _cmd_data_synth,
+        "generate the embedded synthetic-landmark benchmark in the official formats",
+        "asymret data synth --out ~/.cache/asymret --seed 0 --size default",
+    )
+    synth.add_argument("--out", required=True, help="output folder (the data root to use)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    synth.add_argument("--size", choices=("small", "default", "large"), default="default")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
 
     _add_command(
         subparsers, "models", _cmd_models,
