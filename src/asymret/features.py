@@ -1,0 +1,758 @@
+"""Batched descriptor extraction and an on-disk, memory-mapped feature store.
+
+Extraction (:func:`extract_vectors`). Images of a retrieval dataset have many sizes, and the
+reference project feeds them one at a time so that none is distorted or padded. Here images
+are grouped by their exact size after cropping and resizing, computed from the file headers
+alone (:func:`resized_sizes`), and each batch holds images of one size only
+(:class:`SizeBatchSampler`): the batched vectors equal the one-at-a-time vectors up to float
+rounding, and come back in dataset order. Multi-scale extraction follows the reference
+(cirtorch ``extract_ms``): the generalised mean, with the GeM exponent, of the vectors at each
+scale, L2-normalised.
+
+Feature store (:class:`FeatureStore`, :func:`extract_to_store`). A directory holding
+
+- ``vectors.npy``: the (N, D) vectors, float32 or float16, read as a memory map (a bank of
+  120k × 2048 float32 costs page cache, not 1 GB of process memory);
+- ``ids.json``: the N image ids, row by row;
+- ``meta.json``: the model (name, config, fingerprint of the weights), the preprocessing
+  (imsize, scales, digest of the crop boxes), dim, count, dtype, how many rows are complete,
+  and, once complete, the sha256 of the vectors. It is replaced atomically after each chunk,
+  so a killed extraction resumes from its last completed chunk.
+
+A store never mixes vectors of different models, preprocessing or id lists: resuming or
+checking a store against other settings raises :class:`~asymret.errors.AsymretError` naming
+the store and the first setting that differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from asymret.data.image_list import ImageList
+from asymret.data.images import ImageReadError, rescale
+from asymret.errors import AsymretError
+from asymret.models.network import RetrievalNet, Teacher
+from asymret.models.pooling import GeM
+
+Network = RetrievalNet | Teacher
+
+STORE_FORMAT = "asymret-features"
+STORE_VERSION = 1
+VECTORS_FILE = "vectors.npy"
+IDS_FILE = "ids.json"
+META_FILE = "meta.json"
+STORE_DTYPES = ("float32", "float16")
+DEFAULT_CHUNK_SIZE = 4096
+
+_HASH_BLOCK_BYTES = 64 << 20
+_NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+# Keys of meta.json that the store itself maintains; the caller's meta may not set them.
+_STORE_KEYS = ("format", "version", "count", "dim", "dtype", "ids_sha256", "complete_rows",
+               "checksum")
+
+
+# --- Sizes and batches -------------------------------------------------------------------
+
+
+def thumbnail_size(width: int, height: int, imsize: int | None) -> tuple[int, int]:
+    """Size of a ``width`` × ``height`` image after :func:`~asymret.data.images.load_image`
+    shrinks it to ``imsize`` (PIL ``Image.thumbnail``'s aspect-preserving rounding).
+
+    Returns:
+        ``(width, height)``; unchanged when ``imsize`` is ``None`` or not exceeded.
+    """
+    if imsize is None or max(width, height) <= imsize:
+        return width, height
+    aspect = width / height
+    if aspect <= 1:
+        new_width = min(
+            math.floor(imsize * aspect),
+            math.ceil(imsize * aspect),
+            key=lambda n: abs(aspect - n / imsize),
+        )
+        return max(new_width, 1), imsize
+    new_height = min(
+        math.floor(imsize / aspect),
+        math.ceil(imsize / aspect),
+        key=lambda n: 0 if n == 0 else abs(aspect - imsize / n),
+    )
+    return imsize, max(new_height, 1)
+
+
+def resized_size(
+    path: str | Path, imsize: int | None = None, bbox: Sequence[float] | None = None
+) -> tuple[int, int]:
+    """``(width, height)`` that ``load_image(path, imsize, bbox)`` returns, from the header only.
+
+    Raises:
+        ImageReadError: the file is missing or not an image, or the box is empty.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as handle:
+            width, height = handle.size
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{path}: cannot read image header ({exc})") from None
+    if bbox is not None:
+        x1, y1, x2, y2 = (float(v) for v in bbox)
+        # PIL's crop rounds the box to whole pixels.
+        width, height = round(x2) - round(x1), round(y2) - round(y1)
+        if not (x2 > x1 and y2 > y1) or width <= 0 or height <= 0:
+            raise ImageReadError(f"{path}: empty crop box {list(bbox)}")
+    return thumbnail_size(width, height, imsize)
+
+
+def resized_sizes(images: ImageList) -> list[tuple[int, int] | None]:
+    """Per image, its ``(width, height)`` as the dataset will load it (headers only).
+
+    Returns:
+        One size per image; ``None`` for an unreadable image when ``images.skip_unreadable``
+        (its path is then added to ``images.skipped``).
+
+    Raises:
+        ImageReadError: an unreadable image, unless ``images.skip_unreadable``.
+    """
+    sizes: list[tuple[int, int] | None] = []
+    for index, path in enumerate(images.paths):
+        bbox = images.bboxes[index] if images.bboxes is not None else None
+        try:
+            sizes.append(resized_size(path, images.imsize, bbox))
+        except ImageReadError:
+            if not images.skip_unreadable:
+                raise
+            _note_skipped(images, [path])
+            sizes.append(None)
+    return sizes
+
+
+class SizeBatchSampler(Sampler[list[int]]):
+    """Batches of dataset indices whose images all have the same size.
+
+    Images are grouped by exact size; each group is cut into batches of at most
+    ``batch_size`` consecutive (in dataset order) members. Batches are ordered by their first
+    index, so extraction walks through the dataset roughly in order.
+
+    Args:
+        sizes: per dataset index, the image size; ``None`` leaves the image out.
+        batch_size: most images per batch.
+
+    Attributes:
+        batches: the batches, each a list of dataset indices.
+    """
+
+    def __init__(self, sizes: Sequence[tuple[int, int] | None], batch_size: int):
+        if batch_size < 1:
+            raise AsymretError(f"batch_size must be at least 1, got {batch_size}")
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for index, size in enumerate(sizes):
+            if size is not None:
+                groups[size].append(index)
+        self.batches = sorted(
+            (group[start : start + batch_size]
+             for group in groups.values()
+             for start in range(0, len(group), batch_size)),
+            key=lambda batch: batch[0],
+        )
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _SameSizeCollate:
+    """Stack ``(image, index)`` items of one size; drop ``None`` (skipped unreadable) items."""
+
+    def __init__(self, paths: Sequence[Path]):
+        self.paths = paths
+
+    def __call__(
+        self, items: list[tuple[torch.Tensor, int] | None]
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        present = [item for item in items if item is not None]
+        if not present:
+            return None, torch.empty(0, dtype=torch.long)
+        expected = present[0][0].shape
+        for image, index in present:
+            if image.shape != expected:
+                raise AsymretError(
+                    f"{self.paths[index]}: decoded to size {tuple(image.shape[1:])} but its "
+                    f"header predicted {tuple(expected[1:])}; was the file changed?"
+                )
+        images = torch.stack([image for image, _ in present])
+        return images, torch.tensor([index for _, index in present], dtype=torch.long)
+
+
+# --- Extraction --------------------------------------------------------------------------
+
+
+def retrieval_net(net: Network) -> RetrievalNet:
+    """The :class:`RetrievalNet` itself, unwrapping a :class:`Teacher`."""
+    return net.net if isinstance(net, Teacher) else net
+
+
+def multiscale_power(net: Network) -> float:
+    """Exponent of the multi-scale mean, as the reference: GeM's p without a projection, else 1."""
+    model = retrieval_net(net)
+    if isinstance(model.pool, GeM) and model.whiten is None:
+        return float(model.pool.p.detach().item())
+    return 1.0
+
+
+def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
+    """Validate extraction scales: at least one, all positive."""
+    scales = tuple(float(s) for s in scales)
+    if not scales or min(scales) <= 0 or not all(math.isfinite(s) for s in scales):
+        raise AsymretError(f"scales must be one or more positive numbers, got {list(scales)}")
+    return scales
+
+
+def multiscale_vectors(
+    net: Network, images: torch.Tensor, scales: Sequence[float], power: float
+) -> torch.Tensor:
+    """Descriptors of a batch of same-size images at one or several scales.
+
+    For ``scales == (1,)`` this is ``net(images)``; otherwise
+    ``L2N((mean_s net(rescale(images, s))^power)^(1/power))`` (cirtorch ``extract_ms``).
+
+    Args:
+        net: the network, in eval mode.
+        images: (B, 3, H, W) images in [0, 1].
+        scales: image scales.
+        power: exponent of the mean (see :func:`multiscale_power`).
+
+    Returns:
+        (B, D) float32 unit vectors.
+    """
+    if tuple(scales) == (1.0,):
+        return net(images).float()
+    total = sum(net(rescale(images, scale)).float().pow(power) for scale in scales)
+    return F.normalize((total / len(scales)).pow(1.0 / power), dim=-1)
+
+
+def extract_vectors(
+    net: Network,
+    images: ImageList,
+    *,
+    batch_size: int = 32,
+    scales: Sequence[float] = (1.0,),
+    device: str | torch.device = "cpu",
+    amp: bool | None = None,
+    channels_last: bool | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Descriptors of every image of a dataset, in batches of same-size images.
+
+    The network is moved to ``device`` (and to channels-last memory format when asked) and run
+    in eval mode under ``torch.no_grad``; its train/eval mode is restored afterwards. The
+    returned vectors are ordinary tensors, usable as targets in a training step.
+
+    Args:
+        net: a RetrievalNet or Teacher mapping (B, 3, H, W) images in [0, 1] to (B, D).
+        images: the dataset; its ``imsize`` and ``bboxes`` define the preprocessing.
+        batch_size: most images per forward pass (all of one size).
+        scales: image scales; several give the reference's multi-scale descriptor.
+        device: where the network runs, e.g. ``"cuda"``.
+        amp: bfloat16 autocast; default on for CUDA, off otherwise.
+        channels_last: channels-last memory format; default on for CUDA.
+        num_workers: DataLoader worker processes decoding images.
+        progress: show a tqdm progress bar (stderr).
+
+    Returns:
+        (N, D) float32 unit vectors on the CPU, row ``i`` for image ``i``; rows of images
+        skipped as unreadable (``images.skip_unreadable``) are NaN and their paths are in
+        ``images.skipped``.
+
+    Raises:
+        ImageReadError: an unreadable image, unless ``images.skip_unreadable``.
+        AsymretError: invalid scales or batch size.
+    """
+    scales = check_scales(scales)
+    device = torch.device(device)
+    amp = device.type == "cuda" if amp is None else amp
+    channels_last = device.type == "cuda" if channels_last is None else channels_last
+    sampler = SizeBatchSampler(resized_sizes(images), batch_size)
+    vectors = torch.full((len(images), net.outputdim), math.nan, dtype=torch.float32)
+    loader = DataLoader(
+        images,
+        batch_sampler=sampler,
+        collate_fn=_SameSizeCollate(images.paths),
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    was_training = net.training
+    net.eval().to(device)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+    power = multiscale_power(net) if len(scales) > 1 else 1.0
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    try:
+        with (
+            torch.no_grad(),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp),
+            tqdm(total=sum(map(len, sampler.batches)), desc="extract", unit="img",
+                 disable=not progress) as bar,
+        ):
+            for batch_indices, (batch, indices) in zip(sampler.batches, loader, strict=True):
+                if len(indices) < len(batch_indices):
+                    missing = sorted(set(batch_indices) - set(indices.tolist()))
+                    _note_skipped(images, [images.paths[i] for i in missing])
+                if batch is not None:
+                    batch = batch.to(device, non_blocking=True, memory_format=memory_format)
+                    vectors[indices] = multiscale_vectors(net, batch, scales, power).cpu()
+                bar.update(len(batch_indices))
+    finally:
+        net.train(was_training)
+    return vectors
+
+
+def _note_skipped(images: ImageList, paths: Sequence[Path]) -> None:
+    """Add paths to ``images.skipped`` once (a worker process's own list is not shared)."""
+    known = set(images.skipped)
+    images.skipped.extend(path for path in paths if path not in known)
+
+
+# --- Fingerprints ------------------------------------------------------------------------
+
+
+def model_fingerprint(net: Network) -> str:
+    """``"sha256:<hex>"`` over the state dict: every key, dtype, shape and tensor's bytes."""
+    hasher = hashlib.sha256()
+    for key, tensor in sorted(retrieval_net(net).state_dict().items()):
+        data = tensor.detach().cpu().contiguous().reshape(-1)
+        hasher.update(f"{key}|{data.dtype}|{tuple(tensor.shape)}\n".encode())
+        hasher.update(data.view(torch.uint8).numpy())
+    return "sha256:" + hasher.hexdigest()
+
+
+def _json_digest(value: Any) -> str:
+    return "sha256:" + hashlib.sha256(json.dumps(value).encode()).hexdigest()
+
+
+def extraction_meta(net: Network, images: ImageList, scales: Sequence[float]) -> dict:
+    """What a store records about how its vectors were made (and refuses to mix).
+
+    Returns:
+        ``{"model": {"name", "config", "fingerprint"}, "preprocessing": {"imsize", "scales",
+        "crop_boxes"}}``; ``crop_boxes`` is ``None`` without boxes, else a digest of them.
+    """
+    model = retrieval_net(net)
+    boxes = None
+    if images.bboxes is not None and any(box is not None for box in images.bboxes):
+        boxes = [None if box is None else [float(v) for v in box] for box in images.bboxes]
+    return {
+        "model": {
+            "name": model.config.name,
+            "config": model.config.to_dict(),
+            "fingerprint": model_fingerprint(model),
+        },
+        "preprocessing": {
+            "imsize": images.imsize,
+            "scales": list(check_scales(scales)),
+            "crop_boxes": None if boxes is None else _json_digest(boxes),
+        },
+    }
+
+
+# --- Feature store -----------------------------------------------------------------------
+
+
+def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """Write JSON to a temporary file, fsync it, then rename it over ``path``."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w") as handle:
+        handle.write(json.dumps(data, indent=2) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _first_difference(stored: Any, requested: Any, key: str) -> tuple[str, Any, Any] | None:
+    """The first dotted key whose values differ between two JSON-like values, or None."""
+    if isinstance(stored, dict) and isinstance(requested, dict):
+        for name in sorted(set(stored) | set(requested)):
+            found = _first_difference(
+                stored.get(name), requested.get(name), f"{key}.{name}" if key else name
+            )
+            if found is not None:
+                return found
+        return None
+    return None if stored == requested else (key, stored, requested)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class FeatureStore:
+    """An on-disk (N, D) array of vectors with their ids and provenance.
+
+    Build one with :meth:`create` or :func:`extract_to_store`; read one with :meth:`open`.
+
+    Attributes:
+        path: the store directory.
+        vectors: (N, D) ``np.memmap`` (read-only unless opened writable).
+        ids: the N image ids, row by row.
+        meta: the contents of ``meta.json``.
+    """
+
+    def __init__(self, path: Path, vectors: np.memmap, ids: list[str], meta: dict):
+        self.path = path
+        self.vectors = vectors
+        self.ids = ids
+        self.meta = meta
+
+    @property
+    def count(self) -> int:
+        """Number of rows N."""
+        return int(self.meta["count"])
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension D."""
+        return int(self.meta["dim"])
+
+    @property
+    def complete_rows(self) -> int:
+        """Rows ``[0, complete_rows)`` hold final vectors."""
+        return int(self.meta["complete_rows"])
+
+    @property
+    def is_complete(self) -> bool:
+        return self.complete_rows == self.count
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        ids: Sequence[str],
+        dim: int,
+        meta: Mapping[str, Any],
+        dtype: str = "float32",
+    ) -> FeatureStore:
+        """Create an empty, writable store (no row complete yet).
+
+        Args:
+            path: store directory; created if missing. It must not already hold a store.
+            ids: one id per row.
+            dim: vector dimension D.
+            meta: JSON-serialisable provenance, e.g. :func:`extraction_meta`.
+            dtype: ``"float32"`` or ``"float16"``.
+
+        Raises:
+            AsymretError: a store is already there, or invalid ids, dim, dtype or meta.
+        """
+        path = Path(path)
+        ids = [str(i) for i in ids]
+        if (path / META_FILE).exists():
+            raise AsymretError(f"{path}: a feature store already exists here")
+        if not ids:
+            raise AsymretError(f"{path}: a feature store needs at least one id")
+        if dim < 1:
+            raise AsymretError(f"{path}: dimension must be positive, got {dim}")
+        if dtype not in STORE_DTYPES:
+            raise AsymretError(f"{path}: dtype must be one of {STORE_DTYPES}, got {dtype!r}")
+        reserved = sorted(set(meta) & set(_STORE_KEYS))
+        if reserved:
+            raise AsymretError(f"{path}: meta may not set the store's own keys {reserved}")
+        path.mkdir(parents=True, exist_ok=True)
+        vectors = np.lib.format.open_memmap(
+            path / VECTORS_FILE, mode="w+", dtype=np.dtype(dtype), shape=(len(ids), dim)
+        )
+        ids_text = json.dumps(ids)
+        (path / IDS_FILE).write_text(ids_text + "\n")
+        full_meta = {
+            "format": STORE_FORMAT,
+            "version": STORE_VERSION,
+            **json.loads(json.dumps(dict(meta))),
+            "count": len(ids),
+            "dim": dim,
+            "dtype": dtype,
+            "ids_sha256": hashlib.sha256(ids_text.encode()).hexdigest(),
+            "complete_rows": 0,
+            "checksum": None,
+        }
+        _write_json_atomic(path / META_FILE, full_meta)
+        return cls(path, vectors, ids, full_meta)
+
+    @classmethod
+    def open(
+        cls, path: str | Path, *, writable: bool = False, verify: bool = False
+    ) -> FeatureStore:
+        """Open a store, its vectors as a memory map (nothing is read into memory up front).
+
+        Args:
+            path: store directory.
+            writable: open for resuming (an incomplete store is then allowed).
+            verify: recompute the checksum of the vectors (reads the whole file).
+
+        Raises:
+            AsymretError: missing or unreadable files, a vectors file that is truncated or of
+                the wrong shape, ids that do not match meta.json, an incomplete store opened
+                read-only, or (with ``verify``) a checksum mismatch; the message names the file.
+        """
+        path = Path(path)
+        meta_path = path / META_FILE
+        try:
+            meta = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            raise AsymretError(f"{path}: not a feature store ({META_FILE} is missing)") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise AsymretError(f"{meta_path}: cannot read store metadata ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
+            raise AsymretError(f"{meta_path}: not an asymret feature store")
+        if meta.get("version") != STORE_VERSION:
+            raise AsymretError(
+                f"{meta_path}: store version {meta.get('version')} is not supported "
+                f"(this asymret reads version {STORE_VERSION})"
+            )
+        ids = _read_ids(path / IDS_FILE, meta)
+        vectors = _open_vectors(path / VECTORS_FILE, meta, writable)
+        store = cls(path, vectors, ids, meta)
+        if not writable and not store.is_complete:
+            raise AsymretError(
+                f"{path}: incomplete feature store ({store.complete_rows} of {store.count} "
+                "rows); run the extraction again to resume it"
+            )
+        if verify:
+            store.verify()
+        return store
+
+    def checksum(self) -> str:
+        """``"sha256:<hex>"`` of the vectors' bytes, read from the file block by block.
+
+        Plain reads, not the memory map, so that hashing a large store does not leave its
+        pages mapped into this process.
+        """
+        hasher = hashlib.sha256()
+        with open(self.path / VECTORS_FILE, "rb") as handle:
+            handle.seek(self.vectors.offset)
+            while block := handle.read(_HASH_BLOCK_BYTES):
+                hasher.update(block)
+        return "sha256:" + hasher.hexdigest()
+
+    def verify(self) -> None:
+        """Recompute the checksum of a complete store and compare it with meta.json.
+
+        Raises:
+            AsymretError: naming ``vectors.npy`` if the vectors changed since they were written.
+        """
+        if not self.is_complete:
+            raise AsymretError(f"{self.path}: cannot verify an incomplete feature store")
+        actual = self.checksum()
+        if actual != self.meta["checksum"]:
+            raise AsymretError(
+                f"{self.path / VECTORS_FILE}: checksum mismatch (stored {self.meta['checksum']}, "
+                f"file {actual}); the vectors are corrupt, extract them again"
+            )
+
+    def write(self, start: int, vectors: torch.Tensor | np.ndarray) -> None:
+        """Write rows ``[start, start + len(vectors))`` and record them complete (atomically).
+
+        Rows are written in order: ``start`` must equal :attr:`complete_rows`. The memory map
+        is flushed before ``meta.json`` is replaced; when the last row is written the checksum
+        is recorded too.
+
+        Args:
+            start: first row.
+            vectors: (n, D) vectors.
+        """
+        if start != self.complete_rows:
+            raise AsymretError(
+                f"{self.path}: rows must be written in order; next row is "
+                f"{self.complete_rows}, got {start}"
+            )
+        if isinstance(vectors, torch.Tensor):
+            vectors = vectors.detach().cpu().float().numpy()
+        stop = start + len(vectors)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim or stop > self.count:
+            raise AsymretError(
+                f"{self.path}: cannot write {tuple(vectors.shape)} vectors at row {start} of a "
+                f"({self.count}, {self.dim}) store"
+            )
+        self.vectors[start:stop] = vectors
+        self.vectors.flush()
+        self.meta["complete_rows"] = stop
+        if stop == self.count:
+            self.meta["checksum"] = self.checksum()
+        _write_json_atomic(self.path / META_FILE, self.meta)
+
+    def check_matches(
+        self,
+        meta: Mapping[str, Any],
+        ids: Sequence[str] | None = None,
+        dim: int | None = None,
+        dtype: str | None = None,
+    ) -> None:
+        """Refuse a store made otherwise than requested.
+
+        Args:
+            meta: the provenance it must have (every key given is compared, recursively).
+            ids: the ids it must hold, in order.
+            dim: the vector dimension it must have.
+            dtype: the storage dtype it must have.
+
+        Raises:
+            AsymretError: naming the store and the first setting that differs.
+        """
+        if ids is not None:
+            ids = [str(i) for i in ids]
+            if ids != self.ids:
+                raise AsymretError(f"{self.path}: feature store holds other image ids "
+                                   f"({_ids_difference(self.ids, ids)}); refusing to mix vectors")
+        requested: dict[str, Any] = json.loads(json.dumps(dict(meta)))
+        if dim is not None:
+            requested["dim"] = dim
+        if dtype is not None:
+            requested["dtype"] = dtype
+        difference = _first_difference({k: self.meta.get(k) for k in requested}, requested, "")
+        if difference is not None:
+            key, stored, wanted = difference
+            raise AsymretError(
+                f"{self.path}: feature store was made with a different {key} (stored "
+                f"{_short(stored)}, requested {_short(wanted)}); refusing to mix vectors, use "
+                "another directory or delete this one"
+            )
+
+
+def _ids_difference(stored: list[str], requested: list[str]) -> str:
+    if len(stored) != len(requested):
+        return f"{len(stored)} stored vs {len(requested)} requested"
+    row = next(i for i, (a, b) in enumerate(zip(stored, requested, strict=True)) if a != b)
+    return f"row {row}: stored {stored[row]!r}, requested {requested[row]!r}"
+
+
+def _read_ids(path: Path, meta: Mapping[str, Any]) -> list[str]:
+    try:
+        text = path.read_text().rstrip("\n")
+        ids = json.loads(text)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AsymretError(f"{path}: cannot read store ids ({exc})") from None
+    if hashlib.sha256(text.encode()).hexdigest() != meta.get("ids_sha256"):
+        raise AsymretError(f"{path}: ids do not match {META_FILE} (file changed or corrupt)")
+    return ids
+
+
+def _open_vectors(path: Path, meta: Mapping[str, Any], writable: bool) -> np.memmap:
+    expected_shape = (meta.get("count"), meta.get("dim"))
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = _NPY_HEADER_READERS.get(version)
+            if read_header is None:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, fortran_order, dtype = read_header(handle)
+            data_offset = handle.tell()
+        file_size = path.stat().st_size
+    except FileNotFoundError:
+        raise AsymretError(f"{path}: vectors file is missing") from None
+    except (OSError, ValueError) as exc:
+        raise AsymretError(f"{path}: not a readable .npy vectors file ({exc})") from None
+    if shape != expected_shape or fortran_order or dtype != np.dtype(meta.get("dtype")):
+        raise AsymretError(
+            f"{path}: holds a {shape} {dtype} array but {META_FILE} says {expected_shape} "
+            f"{meta.get('dtype')}"
+        )
+    expected_size = data_offset + math.prod(shape) * dtype.itemsize
+    if file_size != expected_size:
+        raise AsymretError(
+            f"{path}: vectors file is truncated or corrupt ({file_size} bytes, "
+            f"expected {expected_size})"
+        )
+    return np.load(path, mmap_mode="r+" if writable else "r")
+
+
+def extract_to_store(
+    net: Network,
+    images: ImageList,
+    ids: Sequence[str],
+    path: str | Path,
+    *,
+    scales: Sequence[float] = (1.0,),
+    dtype: str = "float32",
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    amp: bool | None = None,
+    channels_last: bool | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> FeatureStore:
+    """Extract descriptors into a feature store, chunk by chunk, resuming where it stopped.
+
+    A new directory gets a new store. An existing store must match the network's weights and
+    config, the preprocessing (``images.imsize``, ``scales``, ``images.bboxes``), ``ids``,
+    dimension and ``dtype``; extraction then resumes after its last completed chunk, and a
+    complete store is returned untouched. Progress is recorded after every chunk of
+    ``chunk_size`` images, so a killed run loses at most one chunk.
+
+    Args:
+        net: a RetrievalNet or Teacher.
+        images: the dataset, row ``i`` of the store is image ``i``.
+        ids: one id per image (e.g. the revisitop name or the SfM-120k cid).
+        path: store directory.
+        scales: extraction scales (see :func:`extract_vectors`).
+        dtype: storage dtype, ``"float32"`` or ``"float16"``.
+        chunk_size: images extracted between two progress records.
+        batch_size, device, amp, channels_last, num_workers: as :func:`extract_vectors`.
+        progress: show a tqdm progress bar (stderr).
+
+    Returns:
+        The complete store, opened read-only.
+
+    Raises:
+        AsymretError: the store exists but was made otherwise (naming the setting), its files
+            are corrupt, or the arguments are invalid.
+        ImageReadError: an unreadable image, unless ``images.skip_unreadable``.
+    """
+    path = Path(path)
+    if len(ids) != len(images):
+        raise AsymretError(f"{path}: {len(ids)} ids for {len(images)} images")
+    if chunk_size < 1:
+        raise AsymretError(f"chunk_size must be at least 1, got {chunk_size}")
+    meta = extraction_meta(net, images, scales)
+    if (path / META_FILE).exists():
+        store = FeatureStore.open(path, writable=True)
+        store.check_matches(meta, ids, dim=net.outputdim, dtype=dtype)
+    else:
+        store = FeatureStore.create(path, ids, net.outputdim, meta, dtype=dtype)
+    with tqdm(total=store.count, initial=store.complete_rows, desc=f"extract {path.name}",
+              unit="img", disable=not progress) as bar:
+        for start in range(store.complete_rows, store.count, chunk_size):
+            stop = min(start + chunk_size, store.count)
+            chunk = ImageList(
+                images.paths[start:stop],
+                images.imsize,
+                None if images.bboxes is None else images.bboxes[start:stop],
+                skip_unreadable=images.skip_unreadable,
+            )
+            vectors = extract_vectors(
+                net, chunk, batch_size=batch_size, scales=scales, device=device, amp=amp,
+                channels_last=channels_last, num_workers=num_workers, progress=False,
+            )
+            _note_skipped(images, chunk.skipped)
+            store.write(start, vectors)
+            bar.update(stop - start)
+    return FeatureStore.open(path)
