@@ -85,6 +85,15 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from asymret.train import load_config, train
+
+    config = load_config(args.config, args.overrides)
+    student_dir = train(config, resume=args.resume)
+    print(f"student saved in {student_dir}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from asymret.demo import run_builtin_example
 
@@ -151,6 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     synth.add_argument("--size", choices=("small", "default", "large"), default="default")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    train = _add_command(
+        subparsers, "train", _cmd_train,
+        "train a student against a frozen teacher (any loss, symmetric or asymmetric)",
+        "asymret train --config configs/asym-contrastive-plus.yaml optim.epochs=10 "
+        "run.device=cuda\n  torchrun --nproc_per_node=4 -m asymret train --config ...",
+    )
+    train.add_argument("--config", help="YAML file of settings (defaults otherwise)")
+    train.add_argument("overrides", nargs="*", metavar="section.key=value",
+                       help="settings that override the file, e.g. optim.lr=1e-5")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in run.out from its last checkpoint")
 
     _add_command(
         subparsers, "models", _cmd_models,

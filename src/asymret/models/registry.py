@@ -106,8 +106,9 @@ def create_model(
         if config.arch not in OFFLINE_PRETRAINED:
             raise AsymretError(
                 f"no offline ImageNet weights for '{config.arch}' (available: "
-                f"{', '.join(sorted(OFFLINE_PRETRAINED)) or 'none'}); download a checkpoint "
-                "yourself and pass it with pretrained_path=FILE (CLI: --pretrained-path FILE)"
+                f"{', '.join(sorted(OFFLINE_PRETRAINED)) or 'none'}); download ImageNet weights "
+                "for it yourself and pass the file as pretrained_path (training config: "
+                "models.pretrained_path=FILE)"
             )
         load_trunk_weights(net, OFFLINE_PRETRAINED[config.arch](), f"offline {config.arch}")
     return net

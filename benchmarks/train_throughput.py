@@ -1,0 +1,161 @@
+"""Training-step throughput: asymret's batched step vs the reference one-tuple-at-a-time loop.
+
+Both sides do the same work on the same images: a student (GeM + projection to the
+teacher's dimension) trained with asymmetric Contr⁺ on tuples (query, positive, 5 negatives),
+the teacher's vectors precomputed. The reference re-creates cirtorch/AML training: every
+tuple on its own, each image through the network at batch size 1 in fp32, one backward per
+tuple, one optimiser step per batch. asymret runs the batch's images through the student as
+one batch (channels-last; bf16 autocast on CUDA) and takes one backward.
+
+Two settings are measured: asymmetric (the student sees the B anchors only; the references
+are teacher vectors) and symmetric (the student sees all 7 images of every tuple). Images/s
+counts the images the student processes. The script also checks that the two sides compute
+the same loss (fp32, same weights) before timing.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/train_throughput.py                 # CPU, small default
+    .venv/bin/python benchmarks/train_throughput.py --device cuda \\
+        --model efficientnet_b3-gem-2048 --size 362 272 --batch 128 --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+
+try:
+    import asymret  # noqa: F401
+except ImportError:  # not installed: use the source tree
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from asymret.losses import build_loss
+from asymret.models import create_model
+from asymret.train.loop import set_batchnorm_eval
+from asymret.train.steps import forward_by_size, tuple_references
+
+NEGATIVES = 5
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mobilenetv2_100-gem-512")
+    parser.add_argument("--size", type=int, nargs=2, default=(160, 120), metavar=("W", "H"))
+    parser.add_argument("--batch", type=int, default=16, help="tuples per step")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per method")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return parser.parse_args()
+
+
+def reference_step(student, optimizer, loss_fn, tuples, teacher) -> float:
+    """cirtorch/AML style: per tuple, each image alone (batch 1, fp32), backward per tuple."""
+    optimizer.zero_grad()
+    total = 0.0
+    for images, positive, negatives, g_anchor in tuples:
+        vectors = torch.cat([student(image[None]) for image in images])
+        anchors = vectors[:1]
+        if teacher:
+            pos, neg = positive[None], negatives[None]
+        else:
+            pos, neg = vectors[1:2], vectors[2:][None]
+        refs, mask = tuple_references(pos, neg, "pair+self", g_anchor[None])
+        loss = loss_fn(anchors, refs, mask)
+        loss.backward()
+        total += loss.item()
+    optimizer.step()
+    return total
+
+
+def batched_step(student, optimizer, loss_fn, tuples, teacher, amp, channels_last) -> float:
+    """asymret: all images of the step through the student at once, one backward."""
+    optimizer.zero_grad()
+    images = [image for item in tuples for image in item[0]]
+    vectors = forward_by_size(student, images, amp=amp, channels_last=channels_last)
+    per_tuple = len(tuples[0][0])
+    anchors = vectors[::per_tuple]
+    g_anchor = torch.stack([item[3] for item in tuples])
+    if teacher:
+        pos = torch.stack([item[1] for item in tuples])
+        neg = torch.stack([item[2] for item in tuples])
+    else:
+        grouped = vectors.view(len(tuples), per_tuple, -1)
+        pos, neg = grouped[:, 1], grouped[:, 2:]
+    refs, mask = tuple_references(pos, neg, "pair+self", g_anchor)
+    loss = loss_fn(anchors, refs, mask)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def make_tuples(args, dim, device, asymmetric):
+    width, height = args.size
+    generator = torch.Generator().manual_seed(0)
+    images_per_tuple = 1 if asymmetric else 2 + NEGATIVES
+    tuples = []
+    for _ in range(args.batch):
+        images = [torch.rand(3, height, width, generator=generator).to(device)
+                  for _ in range(images_per_tuple)]
+        teacher = torch.nn.functional.normalize(torch.randn(2 + NEGATIVES, dim), dim=1).to(device)
+        tuples.append((images, teacher[1], teacher[2:], teacher[0]))
+    return tuples
+
+
+def timed(function, steps, device) -> float:
+    function()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        function()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    loss_fn = build_loss("contrastive", margin=0.7)
+    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if cuda else ""))
+    print(f"model {args.model}, images {args.size[0]}x{args.size[1]}, {args.batch} tuples/step, "
+          f"{NEGATIVES} negatives")
+    rows = []
+    for asymmetric in (True, False):
+        torch.manual_seed(0)
+        student = create_model(args.model).to(device)
+        student.train()
+        set_batchnorm_eval(student)
+        optimizer = torch.optim.Adam(student.parameters(), lr=0.0)
+        tuples = make_tuples(args, student.outputdim, device, asymmetric)
+        reference_loss = reference_step(student, optimizer, loss_fn, tuples, asymmetric)
+        batched_loss = batched_step(student, optimizer, loss_fn, tuples, asymmetric, False, False)
+        assert abs(reference_loss - batched_loss) <= 1e-3 * max(1.0, abs(reference_loss)), (
+            reference_loss, batched_loss)
+        images = args.batch * len(tuples[0][0])
+        step_args = (student, optimizer, loss_fn, tuples, asymmetric)
+        reference_s = timed(partial(reference_step, *step_args), args.steps, device)
+        if cuda:
+            student.to(memory_format=torch.channels_last)
+        batched_s = timed(partial(batched_step, *step_args, cuda, cuda), args.steps, device)
+        rows.append(("asymmetric" if asymmetric else "symmetric", images,
+                     images / reference_s, images / batched_s))
+    print(f"\n{'setting':12s} {'images/step':>11s} {'reference img/s':>16s} "
+          f"{'asymret img/s':>14s} {'speed-up':>9s}")
+    for setting, images, reference, ours in rows:
+        print(f"{setting:12s} {images:11d} {reference:16.1f} {ours:14.1f} {ours / reference:8.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+"""Training configuration: dataclass defaults → YAML file → ``key=value`` overrides.
+
+Options are orthogonal instead of one ``--mode`` string: the loss, whether its references are
+the teacher's vectors (asymmetric) or the student's (symmetric), which references are
+positives, and how negatives are mined. The resolved configuration is saved beside the
+run's outputs (``config.yaml``) so that every result names exactly what produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from asymret.errors import AsymretError
+from asymret.losses import list_losses
+
+RELATIONAL_LOSSES = ("rkd", "darkrank")
+SIMILARITIES = ("asymmetric", "symmetric")
+POSITIVES = ("pair", "self", "pair+self")
+MININGS = ("hard", "random", "none")
+MINING_QUERIES = ("student", "teacher")
+PROJECTION_INITS = ("ridge", "random")
+
+
+@dataclass
+class DataConfig:
+    """Where the training and validation images come from.
+
+    Attributes:
+        root: data root (``None``: ``$ASYMRET_DATA`` or ``~/.cache/asymret``).
+        train_db: SfM-format training db folder name under the root.
+        val_sets: revisitop-format test sets under the root, evaluated during training.
+        imsize: longer side of training images (362 in fast recipes, 1024 as published).
+        val_imsize: longer side of validation images.
+        skip_unreadable: skip unreadable training images (and count them) instead of failing.
+    """
+
+    root: str | None = None
+    train_db: str = "retrieval-SfM-120k"
+    val_sets: list[str] = field(default_factory=lambda: ["roxford5k", "rparis6k"])
+    imsize: int = 362
+    val_imsize: int = 1024
+    skip_unreadable: bool = False
+
+
+@dataclass
+class ModelsConfig:
+    """Student and teacher networks.
+
+    Attributes:
+        student: model name (``<arch>-gem-<dim>``) or a saved model folder.
+        pretrained: start the student's trunk from offline ImageNet weights.
+        pretrained_path: start it from this local trunk checkpoint instead (timm names).
+        teacher: saved model folder, reference checkpoint (``.pth``) or model name; a relative
+            path that does not exist is looked up under the data root. ``None`` for symmetric
+            training without a teacher.
+        projection_init: ``ridge`` (closed-form fit of the teacher's vectors on the student's
+            pooled features before any step) or ``random`` (as published).
+        ridge_images: training images used for the ridge fit (0: all).
+        ridge_lambda: ridge regularisation, relative to the mean feature energy.
+    """
+
+    student: str = "efficientnet_b3-gem-2048"
+    pretrained: bool = True
+    pretrained_path: str | None = None
+    teacher: str | None = None
+    projection_init: str = "ridge"
+    ridge_images: int = 4000
+    ridge_lambda: float = 1e-3
+
+
+@dataclass
+class LossConfig:
+    """The loss and what it compares.
+
+    Attributes:
+        name: a registered loss (contrastive, triplet, multi_similarity, regression, rkd,
+            darkrank, ...).
+        params: keyword arguments of the loss (e.g. ``{margin: 0.7}``).
+        similarity: ``asymmetric`` (references are teacher vectors) or ``symmetric``.
+        positives: ``pair`` (the matching image), ``self`` (the anchor's own teacher vector
+            g(a)), or ``pair+self`` (both: Contr⁺).
+    """
+
+    name: str = "contrastive"
+    params: dict[str, Any] = field(default_factory=dict)
+    similarity: str = "asymmetric"
+    positives: str = "pair"
+
+
+@dataclass
+class MiningConfig:
+    """Per-epoch tuples: which pairs, and how their negatives are chosen.
+
+    Attributes:
+        negatives: ``hard`` (nearest other-cluster images of a random pool, one per cluster),
+            ``random`` or ``none``.
+        num_pairs: training pairs sampled per epoch (2000 in the reference).
+        pool_size: random pool of negative candidates per epoch (20000 in the reference).
+        num_negatives: negatives per tuple (5 in the reference).
+        query_vectors: mine with the ``student``'s query vectors or the ``teacher``'s.
+    """
+
+    negatives: str = "hard"
+    num_pairs: int = 2000
+    pool_size: int = 20000
+    num_negatives: int = 5
+    query_vectors: str = "student"
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule (reference: Adam, lr 1e-6, wd 1e-6, lr × exp(−0.01) per epoch).
+
+    Attributes:
+        batch_size: tuples per step, processed as one batch.
+        freeze_batchnorm: keep BatchNorm statistics fixed while fine-tuning.
+        amp: bf16 autocast (``None``: on for CUDA, off for CPU).
+        channels_last: channels-last memory format (``None``: on for CUDA).
+    """
+
+    epochs: int = 100
+    batch_size: int = 5
+    lr: float = 1e-6
+    weight_decay: float = 1e-6
+    lr_decay: float = math.exp(-0.01)
+    freeze_batchnorm: bool = True
+    amp: bool | None = None
+    channels_last: bool | None = None
+
+
+@dataclass
+class RunConfig:
+    """Run bookkeeping.
+
+    Attributes:
+        out: run folder (checkpoints, logs, config.yaml, the final student).
+        seed: seeds sampling, mining order and every step.
+        device: ``cpu``, ``cuda``, ``cuda:1``...
+        val_every: validate every this many epochs (0: only at the end).
+        checkpoint_every: save a resumable checkpoint every this many steps (and each epoch).
+        teacher_bank: folder of the teacher's training-image feature store (``None``: inside
+            the run folder); share it between students of one teacher.
+        num_workers: image-loading worker processes.
+        progress: show progress bars.
+    """
+
+    out: str = "runs/train"
+    seed: int = 0
+    device: str = "cpu"
+    val_every: int = 0
+    checkpoint_every: int = 50
+    teacher_bank: str | None = None
+    num_workers: int = 0
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; see each section's documentation."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def relational(self) -> bool:
+        """True for losses over a batch of (student, teacher) vectors (RKD, DarkRank)."""
+        return self.loss.name in RELATIONAL_LOSSES
+
+    @property
+    def needs_teacher(self) -> bool:
+        return (
+            self.relational
+            or self.loss.similarity == "asymmetric"
+            or "self" in self.loss.positives
+            or self.mining.query_vectors == "teacher"
+        )
+
+    def validate(self) -> None:
+        """Raise AsymretError for an impossible combination of options."""
+        choices = [
+            ("loss.similarity", self.loss.similarity, SIMILARITIES),
+            ("loss.positives", self.loss.positives, POSITIVES),
+            ("mining.negatives", self.mining.negatives, MININGS),
+            ("mining.query_vectors", self.mining.query_vectors, MINING_QUERIES),
+            ("models.projection_init", self.models.projection_init, PROJECTION_INITS),
+            ("loss.name", self.loss.name, tuple(list_losses())),
+        ]
+        for key, value, allowed in choices:
+            if value not in allowed:
+                raise AsymretError(f"{key}={value!r}; expected one of {', '.join(allowed)}")
+        if self.needs_teacher and not self.models.teacher:
+            raise AsymretError(
+                f"loss {self.loss.name} with similarity={self.loss.similarity}, "
+                f"positives={self.loss.positives} needs models.teacher"
+            )
+        if self.loss.similarity == "symmetric" and self.loss.positives != "pair":
+            raise AsymretError("symmetric training takes positives=pair (g(a) is a teacher vector)")
+        for key, value in (
+            ("optim.batch_size", self.optim.batch_size),
+            ("optim.epochs", self.optim.epochs),
+            ("mining.num_pairs", self.mining.num_pairs),
+        ):
+            if value < 1:
+                raise AsymretError(f"{key} must be at least 1, got {value}")
+        if self.relational and self.optim.batch_size * (2 + self.num_negatives) < 3:
+            raise AsymretError("relational losses need at least 3 images per step")
+
+    @property
+    def num_negatives(self) -> int:
+        return 0 if self.mining.negatives == "none" else self.mining.num_negatives
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _coerce(section: str, key: str, value: Any, expected: Any) -> Any:
+    """Check a YAML/CLI value against the dataclass field type (ints, "1e-5" for floats)."""
+    if value is None:
+        return None
+    union = get_origin(expected) in (Union, types.UnionType)
+    candidates = [c for c in get_args(expected) if c is not type(None)] if union else [expected]
+    for candidate in candidates:
+        base = get_origin(candidate) or candidate
+        if base is float and isinstance(value, int | str) and not isinstance(value, bool):
+            try:  # YAML reads "1e-5" (no decimal point) as a string
+                return float(value)
+            except ValueError:
+                continue
+        if base is int and isinstance(value, bool):
+            continue
+        if isinstance(value, base):
+            return value
+    raise AsymretError(f"{section}.{key}={value!r}: expected {expected}")
+
+
+def _merge(config: TrainConfig, overrides: dict[str, Any], source: str) -> None:
+    sections = {f.name: getattr(config, f.name) for f in fields(config)}
+    for section_name, values in overrides.items():
+        if section_name not in sections:
+            raise AsymretError(
+                f"{source}: unknown section '{section_name}'; known: {', '.join(sections)}"
+            )
+        if not isinstance(values, dict):
+            raise AsymretError(f"{source}: '{section_name}' must be a mapping")
+        section = sections[section_name]
+        hints = get_type_hints(type(section))
+        for key, value in values.items():
+            if key not in hints:
+                known = ", ".join(f.name for f in fields(section))
+                raise AsymretError(
+                    f"{source}: unknown key '{section_name}.{key}'; known: {known}"
+                )
+            setattr(section, key, _coerce(section_name, key, value, hints[key]))
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["optim.lr=1e-5", "loss.params.margin=0.5"]`` → nested dict (values parsed as YAML)."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or "." not in key:
+            raise AsymretError(f"override '{pair}' is not section.key=value")
+        value = yaml.safe_load(raw) if raw else None
+        parts = key.split(".")
+        if len(parts) > 2 and parts[1] != "params":
+            raise AsymretError(f"override '{pair}': only loss.params.<name> may nest deeper")
+        target = nested.setdefault(parts[0], {})
+        if len(parts) == 2:
+            target[parts[1]] = value
+        else:
+            target.setdefault("params", {})[".".join(parts[2:])] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Defaults, then the YAML file, then ``section.key=value`` overrides; validated.
+
+    Raises:
+        AsymretError: unreadable YAML, unknown keys, wrong types, impossible combinations.
+    """
+    config = TrainConfig()
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise AsymretError(f"{path}: cannot read config ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise AsymretError(f"{path}: a config file must be a mapping of sections")
+        _merge(config, loaded, str(path))
+    if overrides:
+        parsed = parse_overrides(overrides)
+        params = parsed.get("loss", {}).pop("params", None)
+        _merge(config, parsed, "command line")
+        if params:
+            config.loss.params = {**config.loss.params, **params}
+    config.validate()
+    return config
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    """Write the resolved configuration as YAML."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Rebuild a TrainConfig from :meth:`TrainConfig.to_dict` output."""
+    config = TrainConfig()
+    _merge(config, data, "saved config")
+    return config
+
+
+def replace_section(config: TrainConfig, section: str, **changes: Any) -> TrainConfig:
+    """A copy of ``config`` with fields of one section changed."""
+    return dataclasses.replace(
+        config, **{section: dataclasses.replace(getattr(config, section), **changes)}
+    )

@@ -1,0 +1,630 @@
+"""The training loop: a student learns against a frozen teacher's precomputed vectors.
+
+Per epoch: draw training pairs and a negative pool (:mod:`asymret.mining`), mine negatives,
+then take ``batch_size`` tuples per step through the student as one batch. The teacher's
+vectors of every training image are extracted once into a feature store (the "bank") and
+read by row. Checkpoints are written atomically and hold everything needed to continue a
+killed run exactly: weights, optimiser and schedule, the epoch's tuples and the step reached
+(every random draw derives from the seed, the epoch and the step).
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from asymret.data.image_list import ImageList
+from asymret.data.revisitop import RevisitopDataset
+from asymret.data.root import resolve_data_root
+from asymret.data.sfm120k import TrainingDb
+from asymret.errors import AsymretError
+from asymret.evaluate import evaluate_retrieval
+from asymret.features import FeatureStore, extract_to_store, extract_vectors
+from asymret.losses import build_loss
+from asymret.mining import (
+    EpochTuples,
+    epoch_generator,
+    mine_hard_negatives,
+    random_negative_tuples,
+    sample_epoch,
+)
+from asymret.models import (
+    RetrievalNet,
+    Teacher,
+    create_model,
+    import_reference_checkpoint,
+    load_model,
+    save_model,
+)
+from asymret.train.config import TrainConfig, config_from_dict, save_config
+from asymret.train.distributed import (
+    DistInfo,
+    barrier,
+    gather_shards,
+    init_distributed,
+    shard,
+    sum_across_ranks,
+)
+from asymret.train.projection import PooledFeatures, fit_ridge, set_projection
+from asymret.train.steps import forward_by_size, tuple_references
+
+CHECKPOINT_NAME = "last.pt"
+
+
+class TrainingDiverged(AsymretError):
+    """The loss or the student's vectors became NaN/Inf; the last good checkpoint is kept."""
+
+
+def load_teacher(spec: str, root: str | None = None) -> Teacher:
+    """A frozen teacher from a saved model folder, a reference ``.pth`` or a model name.
+
+    A relative path that does not exist is looked up under the data root.
+    """
+    path = Path(spec)
+    if not path.exists() and not path.is_absolute() and (resolve_data_root(root) / path).exists():
+        path = resolve_data_root(root) / path
+    if path.is_dir():
+        return Teacher(load_model(path))
+    if path.suffix in (".pth", ".pt") or path.is_file():
+        return Teacher(import_reference_checkpoint(path))
+    return Teacher(create_model(spec))
+
+
+def set_batchnorm_eval(module: nn.Module) -> None:
+    """Freeze BatchNorm running statistics (affine weights still learn), as the reference."""
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.eval()
+
+
+def step_seed(seed: int, epoch: int, step: int) -> int:
+    """Seed of one step's randomness (e.g. dropout), from the run seed, epoch and step."""
+    return int(np.random.SeedSequence((seed, epoch, step, 1)).generate_state(1)[0])
+
+
+@dataclass
+class TrainState:
+    """Where the run is: ``epoch`` in progress, ``step`` steps of it done, its tuples, and
+    the last epoch whose validation finished."""
+
+    epoch: int = 0
+    step: int = 0
+    tuples: EpochTuples | None = None
+    skipped_images: int = 0
+    validated: int = 0
+
+
+class StepImages(Dataset):
+    """Item ``s``: the images this rank needs at step ``s`` (``None`` for unreadable ones)."""
+
+    def __init__(self, images: ImageList, step_images: list[torch.Tensor]):
+        self.images = images
+        self.step_images = step_images
+
+    def __len__(self) -> int:
+        return len(self.step_images)
+
+    def __getitem__(self, step: int) -> list[torch.Tensor | None]:
+        return [
+            None if item is None else item[0]
+            for item in (self.images[int(i)] for i in self.step_images[step])
+        ]
+
+
+class Trainer:
+    """Runs one training configuration; ``Trainer(config).run()`` returns the student folder.
+
+    Args:
+        config: the resolved configuration.
+        resume: continue from the run folder's checkpoint.
+    """
+
+    def __init__(self, config: TrainConfig, resume: bool = False):
+        config.validate()
+        self.config = config
+        self.resume = resume
+        self.info: DistInfo = init_distributed(config.run.device)
+        self.device = self.info.device
+        self.run_dir = Path(config.run.out)
+        self.checkpoint_path = self.run_dir / "checkpoints" / CHECKPOINT_NAME
+        optim = config.optim
+        cuda = self.device.type == "cuda"
+        self.amp = cuda if optim.amp is None else optim.amp
+        self.channels_last = cuda if optim.channels_last is None else optim.channels_last
+
+    # ----------------------------------------------------------------- set-up
+
+    def _prepare_run_dir(self) -> None:
+        config_path = self.run_dir / "config.yaml"
+        if self.resume:
+            if not self.checkpoint_path.is_file():
+                raise AsymretError(f"{self.checkpoint_path}: no checkpoint to resume from")
+            saved = config_from_dict(yaml.safe_load(config_path.read_text()))
+            for section in ("data", "models", "loss", "mining", "optim"):
+                if getattr(saved, section) != getattr(self.config, section):
+                    raise AsymretError(
+                        f"{config_path}: the run was started with different '{section}' "
+                        "settings; resume with the same configuration"
+                    )
+        elif self.checkpoint_path.exists():
+            raise AsymretError(
+                f"{self.run_dir}: already holds a training run; pass --resume to continue it "
+                "or choose another run.out"
+            )
+        barrier(self.info)
+        if self.info.is_main:
+            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            if not self.resume:
+                save_config(self.config, config_path)
+
+    def _build(self) -> None:
+        config = self.config
+        torch.manual_seed(config.run.seed)  # the student's random layers start the same everywhere
+        self.db = TrainingDb.load(config.data.train_db, "train", config.data.root)
+        self.train_images = ImageList(
+            self.db.paths, config.data.imsize, skip_unreadable=config.data.skip_unreadable
+        )
+        self.student: RetrievalNet = create_model(
+            config.models.student,
+            pretrained=config.models.pretrained,
+            pretrained_path=config.models.pretrained_path,
+        ).to(self.device)
+        if self.channels_last:
+            self.student.to(memory_format=torch.channels_last)
+        self.teacher = (
+            load_teacher(config.models.teacher, config.data.root) if config.models.teacher else None
+        )
+        if self.teacher is not None and self.teacher.outputdim != self.student.outputdim:
+            raise AsymretError(
+                f"teacher {config.models.teacher} gives {self.teacher.outputdim}-D vectors but "
+                f"student {config.models.student} gives {self.student.outputdim}-D; project the "
+                f"student to the teacher's dimension (e.g. '<arch>-gem-{self.teacher.outputdim}')"
+            )
+        self.loss_fn = build_loss(config.loss.name, **config.loss.params)
+        self.optimizer = torch.optim.Adam(
+            self.student.param_groups(config.optim.lr, config.optim.weight_decay)
+        )
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(
+            self.optimizer, gamma=config.optim.lr_decay
+        )
+        self.teacher_root = (
+            Path(config.run.teacher_bank) if config.run.teacher_bank else self.run_dir / "teacher"
+        )
+        self.bank = self._teacher_bank() if self.teacher is not None else None
+        self.model = self._distributed(self.student) if self.info.distributed else self.student
+
+    @staticmethod
+    def _distributed(student: RetrievalNet) -> DistributedDataParallel:
+        """DDP around the student alone, without per-forward buffer syncs: BatchNorm statistics
+        are frozen or identical, and a rank runs one forward per image size, so ranks may differ
+        in their number of forward calls."""
+        options = inspect.signature(DistributedDataParallel).parameters
+        newer = "forward_sync_buffers"
+        return DistributedDataParallel(
+            student, **{newer if newer in options else "broadcast_buffers": False}
+        )
+
+    def _extract(self, net: nn.Module, images: ImageList, indices: torch.Tensor) -> torch.Tensor:
+        """(len(indices), D) vectors of a subset of images, extracted sharded across ranks."""
+        local_indices = shard(indices, self.info)
+        subset = ImageList(
+            [images.paths[int(i)] for i in local_indices],
+            images.imsize,
+            skip_unreadable=images.skip_unreadable,
+        )
+        local = extract_vectors(
+            net, subset, device=self.device, amp=self.amp, channels_last=self.channels_last,
+            num_workers=self.config.run.num_workers, progress=self._progress,
+        ).to(self.device)
+        return gather_shards(local, len(indices), self.info)
+
+    @property
+    def _progress(self) -> bool:
+        return self.config.run.progress and self.info.is_main
+
+    def _teacher_bank(self) -> np.ndarray:
+        """The teacher's (N, D) vectors of all training images, extracted once, memory-mapped."""
+        path = self.teacher_root / "train"
+        if self.info.is_main:
+            extract_to_store(
+                self.teacher, self.train_images, self.db.cids, path, device=self.device,
+                amp=self.amp, channels_last=self.channels_last,
+                num_workers=self.config.run.num_workers, progress=self._progress,
+            )
+        barrier(self.info)
+        store = FeatureStore.open(path)
+        if not store.is_complete:
+            raise AsymretError(f"{path}: teacher feature bank is incomplete")
+        return store.vectors
+
+    def _bank_rows(self, indices: torch.Tensor) -> torch.Tensor:
+        """Teacher vectors of training images ``indices`` (any shape) → (*indices.shape, D)."""
+        flat = indices.reshape(-1).cpu().numpy()
+        rows = torch.from_numpy(np.asarray(self.bank[flat], dtype=np.float32))
+        return rows.to(self.device).reshape(*indices.shape, self.bank.shape[1])
+
+    def _init_projection(self) -> None:
+        config = self.config.models
+        if (
+            config.projection_init != "ridge"
+            or self.student.whiten is None
+            or self.teacher is None
+        ):
+            return
+        count = len(self.db) if config.ridge_images <= 0 else min(config.ridge_images, len(self.db))
+        generator = torch.Generator().manual_seed(self.config.run.seed)
+        indices = torch.randperm(len(self.db), generator=generator)[:count].sort().values
+        pooled = self._extract(PooledFeatures(self.student), self.train_images, indices)
+        valid = torch.isfinite(pooled).all(dim=1).cpu()
+        weight, bias = fit_ridge(
+            pooled.cpu()[valid], self._bank_rows(indices).cpu()[valid], config.ridge_lambda
+        )
+        set_projection(self.student, weight.to(self.device), bias.to(self.device))
+
+    # ----------------------------------------------------------------- epochs
+
+    def _epoch_tuples(self, epoch: int) -> EpochTuples:
+        config = self.config
+        generator = epoch_generator(config.run.seed, epoch)
+        mining = config.mining
+        pool_size = 0 if mining.negatives == "none" else mining.pool_size
+        sample = sample_epoch(
+            mining.num_pairs, pool_size, self.db.query_indices, self.db.positive_indices,
+            len(self.db), generator,
+        )
+        clusters = torch.from_numpy(self.db.clusters)
+        if mining.negatives == "none":
+            return sample.tuples(torch.empty(len(sample.query_indices), 0, dtype=torch.int64))
+        if mining.negatives == "random":
+            tuples = random_negative_tuples(sample, clusters, mining.num_negatives, generator)
+        else:
+            if mining.query_vectors == "teacher":
+                queries = self._bank_rows(sample.query_indices)
+            else:
+                queries = self._extract(self.student, self.train_images, sample.query_indices)
+            if config.loss.similarity == "asymmetric":
+                pool = self._bank_rows(sample.pool_indices)
+            else:
+                pool = self._extract(self.student, self.train_images, sample.pool_indices)
+            positions = mine_hard_negatives(
+                queries, clusters[sample.query_indices], pool, clusters[sample.pool_indices],
+                mining.num_negatives, device=self.device,
+            )
+            tuples = sample.tuples(positions)
+        if (tuples.negative_indices < 0).any():
+            raise AsymretError(
+                f"the negative pool of epoch {epoch} has fewer than {mining.num_negatives} "
+                "clusters besides some query's; raise mining.pool_size or lower "
+                "mining.num_negatives"
+            )
+        return tuples
+
+    def _needed_images(self, rows: torch.Tensor, tuples: EpochTuples) -> torch.Tensor:
+        """Image indices the student must see for tuples ``rows`` of the epoch."""
+        queries = tuples.query_indices[rows]
+        if not self.config.relational and self.config.loss.similarity == "asymmetric":
+            return queries
+        everything = torch.cat(
+            [queries[:, None], tuples.positive_indices[rows][:, None],
+             tuples.negative_indices[rows]],
+            dim=1,
+        )
+        return everything.reshape(-1) if not self.config.relational else everything.unique()
+
+    def _step_rows(self, tuples: EpochTuples) -> list[torch.Tensor]:
+        batch = self.config.optim.batch_size
+        steps = []
+        for start in range(0, len(tuples), batch):
+            rows = torch.arange(start, min(start + batch, len(tuples)))
+            steps.append(shard(rows, self.info))
+        return steps
+
+    def _step_loss(
+        self, rows: torch.Tensor, tuples: EpochTuples, images: list[torch.Tensor | None]
+    ) -> tuple[torch.Tensor | None, int]:
+        """This rank's loss for tuples ``rows`` and the number of unreadable images dropped."""
+        needed = self._needed_images(rows, tuples)
+        readable = torch.tensor([image is not None for image in images], dtype=torch.bool)
+        skipped = int((~readable).sum())
+        if self.config.relational:
+            if int(readable.sum()) < 3:
+                return None, skipped
+            student = self._forward([img for img in images if img is not None])
+            return self.loss_fn(student, self._bank_rows(needed[readable])), skipped
+        per_tuple = len(needed) // len(rows)
+        keep = readable.view(len(rows), per_tuple).all(dim=1)
+        if not keep.any():
+            return None, skipped
+        kept_images = [
+            img for img, ok in zip(images, keep.repeat_interleave(per_tuple), strict=True) if ok
+        ]
+        rows = rows[keep]
+        student = self._forward(kept_images)
+        anchors = student[:: per_tuple] if per_tuple > 1 else student
+        k = tuples.negative_indices.shape[1]
+        if self.config.loss.similarity == "asymmetric":
+            positives = self._bank_rows(tuples.positive_indices[rows])
+            negatives = self._bank_rows(tuples.negative_indices[rows])
+        else:
+            grouped = student.view(len(rows), per_tuple, -1)
+            positives, negatives = grouped[:, 1], grouped[:, 2 : 2 + k]
+        self_vectors = (
+            self._bank_rows(tuples.query_indices[rows])
+            if "self" in self.config.loss.positives
+            else None
+        )
+        refs, positive = tuple_references(
+            positives, negatives, self.config.loss.positives, self_vectors
+        )
+        return self.loss_fn(anchors, refs, positive), skipped
+
+    def _forward(self, images: list[torch.Tensor]) -> torch.Tensor:
+        on_device = [image.to(self.device, non_blocking=True) for image in images]
+        vectors = forward_by_size(
+            self.model, on_device, amp=self.amp, channels_last=self.channels_last
+        )
+        if not torch.isfinite(vectors).all():
+            raise TrainingDiverged("the student's vectors are NaN/Inf")
+        return vectors
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(self, state: TrainState) -> None:
+        if not self.info.is_main:
+            return
+        tuples = state.tuples
+        payload = {
+            "student": self.student.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": state.epoch,
+            "step": state.step,
+            "skipped_images": state.skipped_images,
+            "validated": state.validated,
+            "tuples": None
+            if tuples is None
+            else {
+                "query_indices": tuples.query_indices,
+                "positive_indices": tuples.positive_indices,
+                "negative_indices": tuples.negative_indices,
+            },
+        }
+        temporary = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(payload, temporary)
+        os.replace(temporary, self.checkpoint_path)
+
+    def _load_checkpoint(self) -> TrainState:
+        try:
+            payload = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        except Exception as exc:
+            raise AsymretError(f"{self.checkpoint_path}: cannot read checkpoint ({exc})") from exc
+        self.student.load_state_dict(payload["student"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        tuples = payload["tuples"]
+        return TrainState(
+            epoch=payload["epoch"],
+            step=payload["step"],
+            tuples=None if tuples is None else EpochTuples(
+                tuples["query_indices"].cpu(),
+                tuples["positive_indices"].cpu(),
+                tuples["negative_indices"].cpu(),
+            ),
+            skipped_images=payload["skipped_images"],
+            validated=payload["validated"],
+        )
+
+    # ------------------------------------------------------------- validation
+
+    def _teacher_val_vectors(self, dataset: RevisitopDataset, part: str) -> np.ndarray:
+        images = dataset.query_images(self.config.data.val_imsize) if part == "queries" else (
+            dataset.database_images(self.config.data.val_imsize)
+        )
+        names = dataset.qimlist if part == "queries" else dataset.imlist
+        path = self.teacher_root / f"{dataset.name}-{part}"
+        if self.info.is_main:
+            extract_to_store(
+                self.teacher, images, names, path, device=self.device, amp=self.amp,
+                channels_last=self.channels_last, progress=self._progress,
+            )
+        barrier(self.info)
+        return FeatureStore.open(path).vectors
+
+    def validate(self, epoch: int) -> list[dict]:
+        """Revisited mAP on each validation set: symmetric, asymmetric and the teacher's."""
+        rows = []
+        config = self.config
+        for name in config.data.val_sets:
+            dataset = RevisitopDataset.load(name, config.data.root)
+            query_images = dataset.query_images(config.data.val_imsize)
+            database_images = dataset.database_images(config.data.val_imsize)
+            student_q = self._extract(self.student, query_images, torch.arange(len(query_images)))
+            student_x = self._extract(
+                self.student, database_images, torch.arange(len(database_images))
+            )
+            settings = {"symmetric": (student_q, student_x)}
+            if self.teacher is not None:
+                teacher_x = self._teacher_val_vectors(dataset, "database")
+                teacher_q = self._teacher_val_vectors(dataset, "queries")
+                settings["asymmetric"] = (student_q, teacher_x)
+                settings["teacher"] = (teacher_q, teacher_x)
+            for setting, (queries, database) in settings.items():
+                result = evaluate_retrieval(
+                    np.asarray(queries.cpu() if torch.is_tensor(queries) else queries),
+                    np.asarray(database.cpu() if torch.is_tensor(database) else database),
+                    dataset.gnd,
+                )
+                rows.append({"epoch": epoch, "dataset": name, "setting": setting,
+                             **{f"map_{p}": v for p, v in result.map.items()}})
+        if self.info.is_main:
+            self._append_csv(self.run_dir / "validation.csv", rows)
+            for row in rows:
+                print(
+                    f"epoch {epoch} {row['dataset']} {row['setting']:>10s}: mAP "
+                    f"E {row['map_easy']:.2f}  M {row['map_medium']:.2f}  H {row['map_hard']:.2f}"
+                )
+        return rows
+
+    # ------------------------------------------------------------------- loop
+
+    @staticmethod
+    def _append_csv(path: Path, rows: list[dict]) -> None:
+        if not rows:
+            return
+        new = not path.exists()
+        with open(path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+
+    def _train_mode(self) -> None:
+        self.student.train()
+        if self.config.optim.freeze_batchnorm:
+            set_batchnorm_eval(self.student)
+
+    def run(self) -> Path:
+        """Train to the last epoch (or continue a killed run); return the student's folder."""
+        self._prepare_run_dir()
+        self._build()
+        config = self.config
+        state = self._load_checkpoint() if self.resume else TrainState()
+        if not self.resume:
+            self._init_projection()
+            self._save_checkpoint(state)
+        writer = self._tensorboard()
+        log_path = self.run_dir / "train_log.csv"
+        if self.resume and self.info.is_main:
+            self._trim_log(log_path, state)
+        while True:
+            if state.validated < state.epoch and self._validation_due(state.epoch):
+                for row in self.validate(state.epoch):
+                    if writer is not None:
+                        writer.add_scalar(
+                            f"{row['dataset']}/{row['setting']}/map_medium",
+                            row["map_medium"], state.epoch,
+                        )
+                state.validated = state.epoch
+                self._save_checkpoint(state)
+            if state.epoch >= config.optim.epochs:
+                break
+            if state.tuples is None:
+                state.tuples = self._epoch_tuples(state.epoch)
+                state.step = 0
+                self._save_checkpoint(state)
+            self._run_epoch(state, log_path, writer)
+            self.scheduler.step()
+            state = TrainState(state.epoch + 1, 0, None, state.skipped_images, state.validated)
+            self._save_checkpoint(state)
+        student_dir = self.run_dir / "student"
+        if self.info.is_main:
+            save_model(self.student, student_dir)
+            if state.skipped_images:
+                print(f"skipped {state.skipped_images} unreadable training images")
+        if writer is not None:
+            writer.close()
+        return student_dir
+
+    def _validation_due(self, epoch: int) -> bool:
+        """Validate after epoch ``epoch`` (1-based count of finished epochs)?"""
+        every = self.config.run.val_every
+        last = epoch == self.config.optim.epochs
+        return bool(self.config.data.val_sets) and epoch > 0 and (
+            last or (every > 0 and epoch % every == 0)
+        )
+
+    @staticmethod
+    def _trim_log(log_path: Path, state: TrainState) -> None:
+        """Drop log rows of steps after the checkpoint (they are trained again)."""
+        if not log_path.exists():
+            return
+        with open(log_path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        kept = [
+            row for row in rows
+            if (int(row["epoch"]) - 1, int(row["step"])) <= (state.epoch, state.step)
+        ]
+        log_path.unlink()
+        Trainer._append_csv(log_path, kept)
+
+    def _tensorboard(self):
+        if not self.info.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def _run_epoch(self, state: TrainState, log_path: Path, writer) -> None:
+        config = self.config
+        steps = self._step_rows(state.tuples)
+        step_images = [self._needed_images(rows, state.tuples) for rows in steps]
+        loader = DataLoader(
+            StepImages(self.train_images, step_images),
+            sampler=list(range(state.step, len(steps))),
+            batch_size=None,
+            num_workers=config.run.num_workers,
+        )
+        self._train_mode()
+        bar = tqdm(
+            total=len(steps), initial=state.step, desc=f"epoch {state.epoch + 1}",
+            unit="step", disable=not self._progress,
+        )
+        for images in loader:
+            step = state.step
+            torch.manual_seed(step_seed(config.run.seed, state.epoch, step))
+            started = time.perf_counter()
+            try:
+                loss, skipped = self._step_loss(steps[step], state.tuples, images)
+            except TrainingDiverged as exc:
+                raise self._diverged(state, str(exc)) from None
+            state.skipped_images += int(sum_across_ranks(torch.tensor(skipped), self.info))
+            self.optimizer.zero_grad(set_to_none=True)
+            if loss is None:
+                loss = sum(p.sum() * 0.0 for p in self.student.parameters())
+            (loss * self.info.world_size).backward()
+            total = float(sum_across_ranks(loss.detach(), self.info))
+            if not math.isfinite(total):
+                raise self._diverged(state, f"loss is {total}")
+            self.optimizer.step()
+            state.step += 1
+            lr = self.optimizer.param_groups[0]["lr"]
+            if self.info.is_main:
+                global_step = state.epoch * len(steps) + state.step
+                self._append_csv(log_path, [{
+                    "epoch": state.epoch + 1, "step": state.step, "global_step": global_step,
+                    "loss": total, "lr": lr, "seconds": time.perf_counter() - started,
+                }])
+                if writer is not None:
+                    writer.add_scalar("train/loss", total, global_step)
+                bar.set_postfix(loss=f"{total:.4f}")
+            bar.update(1)
+            if state.step % config.run.checkpoint_every == 0 and state.step < len(steps):
+                self._save_checkpoint(state)
+        bar.close()
+
+    def _diverged(self, state: TrainState, reason: str) -> TrainingDiverged:
+        return TrainingDiverged(
+            f"training diverged at epoch {state.epoch + 1}, step {state.step + 1}: {reason}; "
+            f"the last good checkpoint is kept at {self.checkpoint_path} (resume with --resume "
+            "after lowering optim.lr)"
+        )
+
+
+def train(config: TrainConfig, resume: bool = False) -> Path:
+    """Run a training configuration; returns the folder of the trained student."""
+    return Trainer(config, resume=resume).run()
