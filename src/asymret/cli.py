@@ -85,6 +85,79 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", help="data root (default: $ASYMRET_DATA or ~/.cache/asymret)")
+    parser.add_argument("--imsize", type=int, default=1024,
+                        help="longer image side (default: 1024)")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0],
+                        help="multi-scale extraction, e.g. 1 0.7071 0.5 (default: 1)")
+    parser.add_argument("--distractors", action="store_true",
+                        help="add the R1M distractors to the database")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    parser.add_argument("--workers", type=int, default=0, help="image-decoding processes")
+
+
+def _extract_options(args: argparse.Namespace) -> dict:
+    return dict(imsize=args.imsize, scales=args.scales, distractors_root=args.root,
+                with_distractors=args.distractors, device=args.device,
+                batch_size=args.batch_size, num_workers=args.workers)
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from asymret.data import load_test_set
+    from asymret.models import load_network
+    from asymret.retrieval import extract_test_set
+
+    net = load_network(args.model, args.root, pretrained=args.pretrained)
+    dataset = load_test_set(args.dataset, args.root)
+    queries, database = extract_test_set(net, dataset, args.out, **_extract_options(args))
+    print(f"queries: {queries.path / 'vectors.npy'} ({queries.count} x {queries.dim})")
+    print(f"database: {database.path / 'vectors.npy'} ({database.count} x {database.dim})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from asymret.data import load_test_set
+    from asymret.models import load_network
+    from asymret.retrieval import evaluate_networks
+
+    student = load_network(args.model, args.root, pretrained=args.pretrained)
+    teacher = load_network(args.teacher, args.root) if args.teacher else None
+    dataset = load_test_set(args.dataset, args.root)
+    results = evaluate_networks(dataset, student, teacher, args.features, **_extract_options(args))
+    if args.json:
+        print(json.dumps({setting: r.to_dict() for setting, r in results.items()}))
+    else:
+        for setting, result in results.items():
+            print(f"{dataset.name}, {setting}:\n{result.format_table()}\n")
+    return 0
+
+
+def _cmd_whiten(args: argparse.Namespace) -> int:
+    from asymret.data.image_list import ImageList
+    from asymret.data.sfm120k import TrainingDb
+    from asymret.features import extract_to_store
+    from asymret.models import load_network, save_model
+    from asymret.whitening import fold_whitening, learn_whitening, save_whitening
+
+    net = load_network(args.model, args.root)
+    if net.whiten is not None:
+        raise AsymretError(
+            f"{args.model}: {net.config.name} already has a projection layer; learned "
+            "whitening is for a network without one"
+        )
+    db = TrainingDb.load(args.db, args.split, args.root)
+    out = Path(args.out)
+    store = extract_to_store(net, ImageList(db.paths, args.imsize), db.cids,
+                             out / "whitening-features", device=args.device)
+    whitening = learn_whitening(store.vectors, db.query_indices, db.positive_indices)
+    save_whitening(whitening, out)
+    save_model(fold_whitening(net, whitening, args.dim), out)
+    print(f"whitened model saved in {out} ({whitening.num_pairs} pairs)")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from asymret.train import load_config, train
 
@@ -160,6 +233,56 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     synth.add_argument("--size", choices=("small", "default", "large"), default="default")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    extract = _add_command(
+        subparsers, "extract", _cmd_extract,
+        "extract query and database vectors of a test set into resumable feature stores",
+        "asymret extract --model runs/student/student --dataset roxford5k --out feats/rox "
+        "--scales 1 0.7071 0.5",
+    )
+    extract.add_argument("--model", required=True,
+                         help="saved model folder, reference .pth, or model name")
+    extract.add_argument("--pretrained", action="store_true",
+                         help="with a model name: offline ImageNet weights")
+    extract.add_argument("--dataset", required=True,
+                         help="test set under the data root (roxford5k, synth, ...) or a photo "
+                         "folder with images.csv")
+    extract.add_argument("--out", required=True, help="folder for queries/ and database/")
+    _add_extraction_options(extract)
+
+    evaluate_models = _add_command(
+        subparsers, "evaluate", _cmd_evaluate,
+        "extract and evaluate a student, symmetric and (with --teacher) asymmetric",
+        "asymret evaluate --model runs/s/student --teacher networks/rSfM120k-tl-resnet101-gem-w-"
+        "a155e54.pth --dataset roxford5k",
+    )
+    evaluate_models.add_argument("--model", required=True,
+                                 help="query-side network (saved folder, .pth, or name)")
+    evaluate_models.add_argument("--pretrained", action="store_true",
+                                 help="with a model name: offline ImageNet weights")
+    evaluate_models.add_argument("--teacher", help="database-side network for the asymmetric test")
+    evaluate_models.add_argument("--dataset", required=True,
+                                 help="test set name under the data root, or a photo folder")
+    evaluate_models.add_argument("--features", default="runs/features",
+                                 help="feature-store cache (default: runs/features)")
+    evaluate_models.add_argument("--json", action="store_true",
+                                 help="print one JSON object per setting")
+    _add_extraction_options(evaluate_models)
+
+    whiten = _add_command(
+        subparsers, "whiten", _cmd_whiten,
+        "learn whitening from a training db's matching pairs and save the whitened model",
+        "asymret whiten --model networks/retrievalSfM120k-resnet101-gem-b80fb85.pth "
+        "--db retrieval-SfM-120k --out runs/rn101-whitened",
+    )
+    whiten.add_argument("--model", required=True, help="network without a projection layer")
+    whiten.add_argument("--db", default="retrieval-SfM-120k", help="SfM-format db under the root")
+    whiten.add_argument("--split", default="val", help="db split with the pairs (default: val)")
+    whiten.add_argument("--dim", type=int, help="keep this many whitened dimensions")
+    whiten.add_argument("--imsize", type=int, default=1024, help="longer image side")
+    whiten.add_argument("--root", help="data root")
+    whiten.add_argument("--device", default="cpu")
+    whiten.add_argument("--out", required=True, help="folder of the whitened model")
 
     train = _add_command(
         subparsers, "train", _cmd_train,

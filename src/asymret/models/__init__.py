@@ -4,7 +4,13 @@ from asymret.models.checkpoint import import_reference_checkpoint, load_model, s
 from asymret.models.network import ModelConfig, RetrievalNet, Teacher
 from asymret.models.pooling import GeM
 from asymret.models.pretrained import load_lite_classifier
-from asymret.models.registry import OFFLINE_PRETRAINED, create_model, list_models, parse_model_name
+from asymret.models.registry import (
+    OFFLINE_PRETRAINED,
+    create_model,
+    list_models,
+    load_network,
+    parse_model_name,
+)
 from asymret.models.state import read_state_dict
 
 __all__ = [
@@ -18,6 +24,7 @@ __all__ = [
     "list_models",
     "load_lite_classifier",
     "load_model",
+    "load_network",
     "parse_model_name",
     "read_state_dict",
     "save_model",

@@ -122,3 +122,26 @@ def load_trunk_weights(net: RetrievalNet, state_dict: dict[str, torch.Tensor], s
     """
     trunk_state = {k: v for k, v in state_dict.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     load_checked(net.features, trunk_state, f"{source} (trunk '{net.config.arch}')")
+
+
+def load_network(
+    spec: str | Path, root: str | Path | None = None, pretrained: bool = False
+) -> RetrievalNet:
+    """A network from a saved model folder, a reference-project ``.pth`` or a model name.
+
+    A relative path that does not exist is looked up under the data root (so
+    ``networks/<file>.pth`` finds a downloaded reference network).
+    """
+    from asymret.data.root import resolve_data_root
+    from asymret.models.checkpoint import import_reference_checkpoint
+
+    path = Path(spec)
+    if not path.exists() and not path.is_absolute():
+        under_root = resolve_data_root(root) / path
+        if under_root.exists():
+            path = under_root
+    if path.is_dir():
+        return load_model(path)
+    if path.is_file() or path.suffix in (".pth", ".pt"):
+        return import_reference_checkpoint(path)
+    return create_model(str(spec), pretrained=pretrained)

@@ -28,7 +28,6 @@ from tqdm import tqdm
 
 from asymret.data.image_list import ImageList
 from asymret.data.revisitop import RevisitopDataset
-from asymret.data.root import resolve_data_root
 from asymret.data.sfm120k import TrainingDb
 from asymret.errors import AsymretError
 from asymret.evaluate import evaluate_retrieval
@@ -45,8 +44,7 @@ from asymret.models import (
     RetrievalNet,
     Teacher,
     create_model,
-    import_reference_checkpoint,
-    load_model,
+    load_network,
     save_model,
 )
 from asymret.train.config import TrainConfig, config_from_dict, save_config
@@ -66,21 +64,6 @@ CHECKPOINT_NAME = "last.pt"
 
 class TrainingDiverged(AsymretError):
     """The loss or the student's vectors became NaN/Inf; the last good checkpoint is kept."""
-
-
-def load_teacher(spec: str, root: str | None = None) -> Teacher:
-    """A frozen teacher from a saved model folder, a reference ``.pth`` or a model name.
-
-    A relative path that does not exist is looked up under the data root.
-    """
-    path = Path(spec)
-    if not path.exists() and not path.is_absolute() and (resolve_data_root(root) / path).exists():
-        path = resolve_data_root(root) / path
-    if path.is_dir():
-        return Teacher(load_model(path))
-    if path.suffix in (".pth", ".pt") or path.is_file():
-        return Teacher(import_reference_checkpoint(path))
-    return Teacher(create_model(spec))
 
 
 def set_batchnorm_eval(module: nn.Module) -> None:
@@ -185,7 +168,9 @@ class Trainer:
         if self.channels_last:
             self.student.to(memory_format=torch.channels_last)
         self.teacher = (
-            load_teacher(config.models.teacher, config.data.root) if config.models.teacher else None
+            Teacher(load_network(config.models.teacher, config.data.root))
+            if config.models.teacher
+            else None
         )
         if self.teacher is not None and self.teacher.outputdim != self.student.outputdim:
             raise AsymretError(
