@@ -123,7 +123,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from asymret.retrieval import evaluate_networks
 
     student = load_network(args.model, args.root, pretrained=args.pretrained)
-    teacher = load_network(args.teacher, args.root) if args.teacher else None
+    teacher = (
+        load_network(args.teacher, args.root, pretrained=args.pretrained) if args.teacher else None
+    )
     dataset = load_test_set(args.dataset, args.root)
     results = evaluate_networks(dataset, student, teacher, args.features, **_extract_options(args))
     if args.json:
@@ -259,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_models.add_argument("--model", required=True,
                                  help="query-side network (saved folder, .pth, or name)")
     evaluate_models.add_argument("--pretrained", action="store_true",
-                                 help="with a model name: offline ImageNet weights")
+                                 help="networks given by name: offline ImageNet weights")
     evaluate_models.add_argument("--teacher", help="database-side network for the asymmetric test")
     evaluate_models.add_argument("--dataset", required=True,
                                  help="test set name under the data root, or a photo folder")

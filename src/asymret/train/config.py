@@ -60,6 +60,8 @@ class ModelsConfig:
         teacher: saved model folder, reference checkpoint (``.pth``) or model name; a relative
             path that does not exist is looked up under the data root. ``None`` for symmetric
             training without a teacher.
+        teacher_pretrained: a teacher given by model name starts from offline ImageNet
+            weights (e.g. ``tf_efficientnet_lite2-gem`` used off the shelf).
         projection_init: ``ridge`` (closed-form fit of the teacher's vectors on the student's
             pooled features before any step) or ``random`` (as published).
         ridge_images: training images used for the ridge fit (0: all).
@@ -70,6 +72,7 @@ class ModelsConfig:
     pretrained: bool = True
     pretrained_path: str | None = None
     teacher: str | None = None
+    teacher_pretrained: bool = True
     projection_init: str = "ridge"
     ridge_images: int = 4000
     ridge_lambda: float = 1e-3

@@ -168,7 +168,8 @@ class Trainer:
         if self.channels_last:
             self.student.to(memory_format=torch.channels_last)
         self.teacher = (
-            Teacher(load_network(config.models.teacher, config.data.root))
+            Teacher(load_network(config.models.teacher, config.data.root,
+                                 pretrained=config.models.teacher_pretrained))
             if config.models.teacher
             else None
         )
