@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from asymret.errors import AsymretError
-from asymret.losses import build_loss, register_loss
+from asymret.losses import base as loss_registry
+from asymret.losses import build_loss
 from asymret.losses.contrastive import ContrastiveLoss
 from asymret.models import create_model, load_model
 from asymret.train import TrainingDiverged, load_config, train
@@ -217,7 +218,6 @@ def test_symmetric_training_without_teacher(tmp_path, data_root):
 # ------------------------------------------------------------------ nothing lost
 
 
-@register_loss("test_nan_at_third_call")
 class _NanAtThirdCall(ContrastiveLoss):
     calls = 0
 
@@ -228,7 +228,8 @@ class _NanAtThirdCall(ContrastiveLoss):
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, data_root,
-                                                                    teacher_dir):
+                                                                    teacher_dir, monkeypatch):
+    monkeypatch.setitem(loss_registry._REGISTRY, "test_nan_at_third_call", _NanAtThirdCall)
     out = tmp_path / "run"
     config = load_config(write_config(tmp_path / "c.yaml", data_root, out, teacher_dir,
                                       loss={"name": "test_nan_at_third_call"},
