@@ -38,12 +38,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from asymret.data.image_list import ImageList
-from asymret.data.images import ImageReadError, rescale
+from asymret.data.images import ImageReadError, open_image, rescale
 from asymret.errors import AsymretError
 from asymret.models.network import RetrievalNet, Teacher
 from asymret.models.pooling import GeM
@@ -105,13 +104,8 @@ def resized_size(
         ImageReadError: the file is missing or not an image, or the box is empty.
     """
     path = Path(path)
-    try:
-        with Image.open(path) as handle:
-            width, height = handle.size
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageReadError(f"{path}: cannot read image header ({exc})") from None
+    with open_image(path, "read image header") as handle:
+        width, height = handle.size
     if bbox is not None:
         x1, y1, x2, y2 = (float(v) for v in bbox)
         # PIL's crop rounds the box to whole pixels.

@@ -7,7 +7,8 @@ Errors name the file and the problem (missing, unreadable, corrupt), so a bad im
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,18 @@ DEFAULT_SCALES = (1.0, 1 / math.sqrt(2), 0.5)
 
 class ImageReadError(AsymretError):
     """An image file is missing, unreadable or corrupt; the message names it."""
+
+
+@contextmanager
+def open_image(path: Path, action: str) -> Iterator[Image.Image]:
+    """``Image.open`` whose failures become ImageReadError naming the file and ``action``."""
+    try:
+        with Image.open(path) as handle:
+            yield handle
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{path}: cannot {action} ({exc})") from None
 
 
 def load_image(
@@ -42,14 +55,9 @@ def load_image(
         ImageReadError: the file is missing, cannot be decoded, or the box is empty.
     """
     path = Path(path)
-    try:
-        with Image.open(path) as handle:
-            handle.load()
-            image = handle.convert("RGB")
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageReadError(f"{path}: cannot decode image ({exc})") from None
+    with open_image(path, "decode image") as handle:
+        handle.load()
+        image = handle.convert("RGB")
     if bbox is not None:
         x1, y1, x2, y2 = (float(v) for v in bbox)
         if not (x2 > x1 and y2 > y1):
