@@ -133,3 +133,16 @@ def test_every_subcommand_help_shows_an_example():
                 assert "example:" in data_sub.format_help()
         else:
             assert "example:" in sub.format_help(), name
+
+
+def test_data_synth_writes_the_benchmark_and_refuses_to_overwrite(capsys, tmp_path):
+    status, out, _ = run(capsys, "data", "synth", "--out", str(tmp_path), "--size", "small",
+                         "--quiet")
+    assert status == 0 and out.strip() == str(tmp_path)
+    assert (tmp_path / "synth" / "gnd_synth.pkl").is_file()
+    status, _, err = run(capsys, "data", "synth", "--out", str(tmp_path), "--size", "small",
+                         "--quiet")
+    assert status == 2 and "overwrite" in err
+    status, _, _ = run(capsys, "data", "synth", "--out", str(tmp_path), "--size", "small",
+                       "--quiet", "--overwrite")
+    assert status == 0

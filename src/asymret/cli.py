@@ -81,7 +81,9 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 def _cmd_data_synth(args: argparse.Namespace) -> int:
     from asymret.data.synthetic import generate_synth
 
-    print(generate_synth(Path(args.out), seed=args.seed, size=args.size, progress=not args.quiet))
+    out = generate_synth(Path(args.out), seed=args.seed, size=args.size,
+                         overwrite=args.overwrite, progress=not args.quiet)
+    print(out)
     return 0
 
 
@@ -234,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True, help="output folder (the data root to use)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     synth.add_argument("--size", choices=("small", "default", "large"), default="default")
+    synth.add_argument("--overwrite", action="store_true",
+                       help="replace an existing synth/ and retrieval-synth/")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
 
     extract = _add_command(
