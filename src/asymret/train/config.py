@@ -8,7 +8,6 @@ run's outputs (``config.yaml``) so that every result names exactly what produced
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import types
 from dataclasses import asdict, dataclass, field, fields
@@ -323,9 +322,3 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     _merge(config, data, "saved config")
     return config
 
-
-def replace_section(config: TrainConfig, section: str, **changes: Any) -> TrainConfig:
-    """A copy of ``config`` with fields of one section changed."""
-    return dataclasses.replace(
-        config, **{section: dataclasses.replace(getattr(config, section), **changes)}
-    )
