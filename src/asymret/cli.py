@@ -88,6 +88,13 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="(query-side) network: saved model folder, reference .pth, or name")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="networks given by name: offline ImageNet weights")
+    parser.add_argument("--dataset", required=True,
+                        help="test set under the data root (roxford5k, synth, ...) or a photo "
+                        "folder with images.csv")
     parser.add_argument("--root", help="data root (default: $ASYMRET_DATA or ~/.cache/asymret)")
     parser.add_argument("--imsize", type=int, default=1024,
                         help="longer image side (default: 1024)")
@@ -246,13 +253,6 @@ def build_parser() -> argparse.ArgumentParser:
         "asymret extract --model runs/student/student --dataset roxford5k --out feats/rox "
         "--scales 1 0.7071 0.5",
     )
-    extract.add_argument("--model", required=True,
-                         help="saved model folder, reference .pth, or model name")
-    extract.add_argument("--pretrained", action="store_true",
-                         help="with a model name: offline ImageNet weights")
-    extract.add_argument("--dataset", required=True,
-                         help="test set under the data root (roxford5k, synth, ...) or a photo "
-                         "folder with images.csv")
     extract.add_argument("--out", required=True, help="folder for queries/ and database/")
     _add_extraction_options(extract)
 
@@ -262,13 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         "asymret evaluate --model runs/s/student --teacher networks/rSfM120k-tl-resnet101-gem-w-"
         "a155e54.pth --dataset roxford5k",
     )
-    evaluate_models.add_argument("--model", required=True,
-                                 help="query-side network (saved folder, .pth, or name)")
-    evaluate_models.add_argument("--pretrained", action="store_true",
-                                 help="networks given by name: offline ImageNet weights")
     evaluate_models.add_argument("--teacher", help="database-side network for the asymmetric test")
-    evaluate_models.add_argument("--dataset", required=True,
-                                 help="test set name under the data root, or a photo folder")
     evaluate_models.add_argument("--features", default="runs/features",
                                  help="feature-store cache (default: runs/features)")
     evaluate_models.add_argument("--json", action="store_true",
