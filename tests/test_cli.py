@@ -77,24 +77,12 @@ def test_evaluate_features_user_errors_are_one_line(capsys, feature_files, corru
     assert status == 2 and "Traceback" in err
 
 
-def test_demo_tells_the_asymmetric_story_and_its_files_evaluate(capsys, tmp_path):
-    status, out, _ = run(capsys, "demo", "--out", str(tmp_path / "demo"))
-    assert status == 0
-    rows = {line[:34].strip(): [float(v) for v in line[34:].split()]
-            for line in out.splitlines() if "→" in line and "mAP" not in line}
-    teacher, student, asymmetric, aligned = (
-        rows["teacher → teacher (symmetric)"], rows["student → student (symmetric)"],
-        rows["student → teacher (asymmetric)"], rows["aligned student → teacher"],
-    )
-    assert teacher[1] > 90 and student[1] > 80
-    assert asymmetric[1] < 10, "an unaligned student is incompatible with the teacher"
-    assert aligned[1] > asymmetric[1] + 70
-    status, out, _ = run(
-        capsys, "evaluate-features", "--gnd", str(tmp_path / "demo" / "gnd_example.pkl"),
-        "--queries", str(tmp_path / "demo" / "aligned_student_queries.npy"),
-        "--database", str(tmp_path / "demo" / "teacher_database.npy"), "--json",
-    )
-    assert status == 0 and json.loads(out)["map"]["medium"] == pytest.approx(aligned[1], abs=0.01)
+def test_demo_refuses_a_folder_of_the_other_size(capsys, tmp_path):
+    (tmp_path / "demo-plan.json").write_text(json.dumps({"quick": True}))
+    status, out, err = run(capsys, "demo", "--out", str(tmp_path))
+    assert status == 2 and out == ""
+    assert err == f"asymret: error: {tmp_path}: holds a demo of the other size (--quick or not); " \
+        "choose another --out\n"
 
 
 def test_models_lists_names(capsys):

@@ -542,6 +542,8 @@ def test_registry_lists_builds_and_explains_errors():
         build_loss("contrastiv")
     with pytest.raises(AsymretError, match=r"loss 'triplet': .*margn.*accepted parameters: margin"):
         build_loss("triplet", margn=0.2)
+    with pytest.raises(AsymretError, match=r"'regression': .*margin.*accepted parameters: none"):
+        build_loss("regression", margin=0.7)
     with pytest.raises(AsymretError, match=r"contrastive margin must be > 0, got -1.0"):
         build_loss("contrastive", margin=-1)
     with pytest.raises(AsymretError, match=r"list_length must be an integer >= 1, got 0"):

@@ -63,7 +63,10 @@ def build_loss(name: str, **kwargs) -> nn.Module:
     if name not in _REGISTRY:
         raise AsymretError(f"unknown loss '{name}'; known losses: {', '.join(list_losses())}")
     cls = _REGISTRY[name]
-    signature = inspect.signature(cls)
+    # A loss without its own __init__ inherits nn.Module's (*args, **kwargs): it takes nothing.
+    signature = (
+        inspect.Signature() if cls.__init__ is nn.Module.__init__ else inspect.signature(cls)
+    )
     try:
         signature.bind(**kwargs)
     except TypeError as exc:

@@ -1,6 +1,7 @@
 """Retrieval networks: create by name, frozen teachers, checkpoints."""
 
 from asymret.models.checkpoint import import_reference_checkpoint, load_model, save_model
+from asymret.models.frozen_trunk import ActivationCache
 from asymret.models.network import ModelConfig, RetrievalNet, Teacher
 from asymret.models.pooling import GeM
 from asymret.models.pretrained import load_lite_classifier
@@ -15,6 +16,7 @@ from asymret.models.state import read_state_dict
 
 __all__ = [
     "OFFLINE_PRETRAINED",
+    "ActivationCache",
     "GeM",
     "ModelConfig",
     "RetrievalNet",

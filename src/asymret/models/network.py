@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asymret.models.frozen_trunk import ActivationCache, prefix_identity, split_trunk
 from asymret.models.pooling import create_pooling
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -89,6 +90,8 @@ class RetrievalNet(nn.Module):
         self.whiten = nn.Linear(self.trunk_dim, config.dim) if config.dim else None
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
+        self.trainable_stages: int | None = None
+        self.activation_cache: ActivationCache | None = None
 
     @property
     def trunk_dim(self) -> int:
@@ -100,10 +103,48 @@ class RetrievalNet(nn.Module):
         """Dimension D of the descriptors."""
         return self.config.dim or self.trunk_dim
 
+    def freeze_trunk(self, trainable_stages: int, cache: ActivationCache | None = None) -> None:
+        """Train only the trunk's last ``trainable_stages`` stages (and what follows them).
+
+        The earlier stages get no gradient and stay in eval mode; with a ``cache``, their
+        output is computed once per distinct input image (see
+        :mod:`asymret.models.frozen_trunk`). The network computes the same function as before.
+
+        Raises:
+            AsymretError: unsupported trunk, ``trainable_stages`` out of range, or a cache of
+                another prefix.
+        """
+        prefix, _ = split_trunk(self.features, trainable_stages)
+        prefix.requires_grad_(False)
+        if cache is not None:
+            cache.bind(prefix_identity(self.config.arch, prefix, trainable_stages))
+        self.trainable_stages = trainable_stages
+        self.activation_cache = cache
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> RetrievalNet:
+        """Set train/eval mode; a frozen prefix stays in eval mode."""
+        super().train(mode)
+        if self.trainable_stages is not None:
+            split_trunk(self.features, self.trainable_stages)[0].eval()
+        return self
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised images → (N, C, h, w) trunk features."""
+        if self.trainable_stages is None:
+            return self.features.forward_features(x)
+        prefix, tail = split_trunk(self.features, self.trainable_stages)
+        if self.activation_cache is None:
+            with torch.no_grad():
+                activations = prefix(x)
+        else:
+            activations = self.activation_cache.activations(prefix, x)
+        return tail(activations)
+
     def pooled(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) images in [0, 1] → (N, C) unit pooled vectors, before the projection."""
         x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
-        return F.normalize(self.pool(self.features.forward_features(x)), dim=-1)
+        return F.normalize(self.pool(self.feature_map(x)), dim=-1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) images in [0, 1] → (N, D) L2-normalised descriptors."""
@@ -113,9 +154,12 @@ class RetrievalNet(nn.Module):
         return vectors
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        """Optimiser groups as the reference trains: GeM p at 10× lr without weight decay."""
-        groups = [{"params": list(self.features.parameters()), "lr": lr,
-                   "weight_decay": weight_decay}]
+        """Optimiser groups as the reference trains: GeM p at 10× lr without weight decay.
+
+        Parameters of a frozen trunk prefix (:meth:`freeze_trunk`) are left out.
+        """
+        trainable = [p for p in self.features.parameters() if p.requires_grad]
+        groups = [{"params": trainable, "lr": lr, "weight_decay": weight_decay}]
         pool_params = list(self.pool.parameters())
         if pool_params:
             groups.append({"params": pool_params, "lr": 10 * lr, "weight_decay": 0.0})

@@ -123,6 +123,9 @@ class OptimConfig:
     Attributes:
         batch_size: tuples per step, processed as one batch.
         freeze_batchnorm: keep BatchNorm statistics fixed while fine-tuning.
+        trainable_stages: train only the trunk's last this many stages (and the pooling and
+            projection); the frozen stages' activations are computed once per image and
+            cached (fast partial fine-tuning on a CPU). 0 trains the whole trunk.
         amp: bf16 autocast (``None``: on for CUDA, off for CPU).
         channels_last: channels-last memory format (``None``: on for CUDA).
     """
@@ -133,6 +136,7 @@ class OptimConfig:
     weight_decay: float = 1e-6
     lr_decay: float = math.exp(-0.01)
     freeze_batchnorm: bool = True
+    trainable_stages: int = 0
     amp: bool | None = None
     channels_last: bool | None = None
 
@@ -149,6 +153,8 @@ class RunConfig:
         checkpoint_every: save a resumable checkpoint every this many steps (and each epoch).
         teacher_bank: folder of the teacher's training-image feature store (``None``: inside
             the run folder); share it between students of one teacher.
+        activation_cache: file keeping the frozen stages' activations (with
+            ``optim.trainable_stages``) across runs of the same trunk; ``None``: memory only.
         num_workers: image-loading worker processes.
         progress: show progress bars.
     """
@@ -159,6 +165,7 @@ class RunConfig:
     val_every: int = 0
     checkpoint_every: int = 50
     teacher_bank: str | None = None
+    activation_cache: str | None = None
     num_workers: int = 0
     progress: bool = True
 
@@ -215,6 +222,11 @@ class TrainConfig:
         ):
             if value < 1:
                 raise AsymretError(f"{key} must be at least 1, got {value}")
+        if self.optim.trainable_stages < 0:
+            raise AsymretError(
+                f"optim.trainable_stages must be 0 (whole trunk) or more, got "
+                f"{self.optim.trainable_stages}"
+            )
         if self.relational and self.optim.batch_size * (2 + self.num_negatives) < 3:
             raise AsymretError("relational losses need at least 3 images per step")
 

@@ -41,6 +41,7 @@ from asymret.mining import (
     sample_epoch,
 )
 from asymret.models import (
+    ActivationCache,
     RetrievalNet,
     Teacher,
     create_model,
@@ -167,6 +168,10 @@ class Trainer:
         ).to(self.device)
         if self.channels_last:
             self.student.to(memory_format=torch.channels_last)
+        self.activation_cache = None
+        if config.optim.trainable_stages:
+            self.activation_cache = ActivationCache(config.run.activation_cache)
+            self.student.freeze_trunk(config.optim.trainable_stages, self.activation_cache)
         self.teacher = (
             Teacher(load_network(config.models.teacher, config.data.root,
                                  pretrained=config.models.teacher_pretrained))
@@ -206,9 +211,11 @@ class Trainer:
     def _extract(self, net: nn.Module, images: ImageList, indices: torch.Tensor) -> torch.Tensor:
         """(len(indices), D) vectors of a subset of images, extracted sharded across ranks."""
         local_indices = shard(indices, self.info)
+        boxes = images.bboxes
         subset = ImageList(
             [images.paths[int(i)] for i in local_indices],
             images.imsize,
+            bboxes=None if boxes is None else [boxes[int(i)] for i in local_indices],
             skip_unreadable=images.skip_unreadable,
         )
         local = extract_vectors(
@@ -491,6 +498,7 @@ class Trainer:
         if not self.resume:
             self._init_projection()
             self._save_checkpoint(state)
+            self._save_activation_cache()
         writer = self._tensorboard()
         log_path = self.run_dir / "train_log.csv"
         if self.resume and self.info.is_main:
@@ -512,6 +520,7 @@ class Trainer:
                 state.step = 0
                 self._save_checkpoint(state)
             self._run_epoch(state, log_path, writer)
+            self._save_activation_cache()
             self.scheduler.step()
             state = TrainState(state.epoch + 1, 0, None, state.skipped_images, state.validated)
             self._save_checkpoint(state)
@@ -523,6 +532,10 @@ class Trainer:
         if writer is not None:
             writer.close()
         return student_dir
+
+    def _save_activation_cache(self) -> None:
+        if self.activation_cache is not None and self.info.is_main:
+            self.activation_cache.save()
 
     def _validation_due(self, epoch: int) -> bool:
         """Validate after epoch ``epoch`` (1-based count of finished epochs)?"""

@@ -1,0 +1,77 @@
+"""The demo end to end on a tiny benchmark: report, reuse of finished parts, Ctrl-C."""
+
+import csv
+import json
+from dataclasses import replace
+
+import pytest
+
+from asymret.data.synthetic import synth_config
+from asymret.demo import EVALUATION_FILE, PLANS, STUDENTS, DemoRun
+from asymret.train.loop import Trainer
+
+TINY = replace(
+    PLANS["quick"],
+    synth=synth_config("small", image_size=96, train_landmarks=8, train_images_per_landmark=6,
+                       test_landmarks=3, queries_per_landmark=2,
+                       database_images_per_landmark=8, distractor_landmarks=2,
+                       images_per_distractor_landmark=4, street_images=6, photo_images=2),
+    imsize=64, teacher_epochs=1, student_epochs=1, num_pairs=8, batch_size=8,
+    starts=("random", "ridge"),
+)
+
+
+def test_students_cover_every_loss_from_both_starts():
+    asymmetric = [s for s in STUDENTS if s.role == "asymmetric"]
+    assert {s.label for s in asymmetric} == {
+        "Contr⁺", "Contr", "Triplet", "MS", "Reg", "RKD", "DarkRank"}
+    assert sorted(s.projection_init for s in asymmetric) == ["random"] * 7 + ["ridge"] * 7
+    assert [s.role for s in STUDENTS].count("student-alone") == 1
+    assert len({s.key for s in STUDENTS}) == len(STUDENTS)
+
+
+@pytest.mark.slow
+def test_demo_reports_reuses_finished_parts_and_survives_ctrl_c(tmp_path, monkeypatch):
+    out = tmp_path / "demo"
+    calls = {"n": 0}
+    original = DemoRun.train_student
+
+    def interrupted_at_the_third_student(self, spec):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, spec)
+
+    monkeypatch.setattr(DemoRun, "train_student", interrupted_at_the_third_student)
+    with pytest.raises(KeyboardInterrupt):
+        DemoRun(out, TINY, progress=False).run()
+    partial = (out / "report.md").read_text()
+    assert "Partial report: 2 of 15 students finished" in partial
+    with open(out / "results.csv") as handle:
+        assert [row["label"] for row in csv.DictReader(handle)] == [
+            "Teacher (Lite2)", "Student alone", "Contr⁺"]
+    finished = out / "students" / STUDENTS[1].key / EVALUATION_FILE
+    kept = finished.read_text()
+
+    monkeypatch.setattr(DemoRun, "train_student", original)
+    files = DemoRun(out, TINY, progress=False).run()
+    assert finished.read_text() == kept, "a finished student is not evaluated again"
+    with open(files["csv"]) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 1 + len(STUDENTS)
+    for row in rows[1:]:
+        for key in ("sym_easy", "sym_medium", "sym_hard", "asym_medium"):
+            if row["role"] == "student-alone" and key.startswith("asym"):
+                continue
+            assert 0.0 <= float(row[key]) <= 100.0
+    html = files["html"].read_text()
+    assert 'id="results"' in html and 'id="picture-grid"' in html
+    assert "Partial report" not in files["md"].read_text()
+
+    def no_training(self):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(Trainer, "run", no_training)
+    evaluation = json.loads(finished.read_text())
+    DemoRun(out, TINY, progress=False).run()
+    assert json.loads(finished.read_text()) == evaluation
