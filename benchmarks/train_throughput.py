@@ -12,6 +12,11 @@ are teacher vectors) and symmetric (the student sees all 7 images of every tuple
 counts the images the student processes. The script also checks that the two sides compute
 the same loss (fp32, same weights) before timing.
 
+With ``--trainable-stages N`` a third row times partial fine-tuning (``optim.trainable_stages``):
+asymmetric, only the trunk's last N stages trained, the frozen stages' activations read from
+the activation cache (filled by the warm-up step, as after a run's first epoch). That is less
+work than the reference does, so it is reported beside the equal-work rows, not instead of them.
+
 Run from the repository root::
 
     .venv/bin/python benchmarks/train_throughput.py                 # CPU, small default
@@ -36,7 +41,7 @@ except ImportError:  # not installed: use the source tree
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from asymret.losses import build_loss
-from asymret.models import create_model
+from asymret.models import ActivationCache, create_model
 from asymret.train.loop import set_batchnorm_eval
 from asymret.train.steps import forward_by_size, tuple_references
 
@@ -51,6 +56,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per method")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--trainable-stages", type=int, default=0,
+                        help="also time partial fine-tuning of the last N stages (cached)")
     return parser.parse_args()
 
 
@@ -151,10 +158,34 @@ def main() -> None:
         batched_s = timed(partial(batched_step, *step_args, cuda, cuda), args.steps, device)
         rows.append(("asymmetric" if asymmetric else "symmetric", images,
                      images / reference_s, images / batched_s))
+    if args.trainable_stages:
+        rows.append(partial_finetuning_row(args, device, loss_fn))
     print(f"\n{'setting':12s} {'images/step':>11s} {'reference img/s':>16s} "
           f"{'asymret img/s':>14s} {'speed-up':>9s}")
     for setting, images, reference, ours in rows:
         print(f"{setting:12s} {images:11d} {reference:16.1f} {ours:14.1f} {ours / reference:8.1f}x")
+    if args.trainable_stages:
+        print(f"(asym-last{args.trainable_stages}: only the last {args.trainable_stages} trunk "
+              "stage(s) trained, frozen activations cached; its reference is the full network)")
+
+
+def partial_finetuning_row(args, device, loss_fn) -> tuple[str, int, float, float]:
+    """Asymmetric step of a student whose last stages train on cached activations, against
+    the full-network reference loop on the same tuples."""
+    torch.manual_seed(0)
+    student = create_model(args.model).to(device)
+    student.train()
+    set_batchnorm_eval(student)
+    optimizer = torch.optim.Adam(student.parameters(), lr=0.0)
+    tuples = make_tuples(args, student.outputdim, device, asymmetric=True)
+    step_args = (optimizer, loss_fn, tuples, True)
+    reference_s = timed(partial(reference_step, student, *step_args), args.steps, device)
+    student.freeze_trunk(args.trainable_stages, ActivationCache())
+    set_batchnorm_eval(student.train())
+    cuda = device.type == "cuda"
+    partial_s = timed(partial(batched_step, student, *step_args, cuda, cuda), args.steps, device)
+    return f"asym-last{args.trainable_stages}", args.batch, args.batch / reference_s, (
+        args.batch / partial_s)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,12 @@ def test_config_errors_are_specific(overrides, message):
 # ------------------------------------------------------------------ step pieces
 
 
+@pytest.mark.parametrize("preset", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_preset_loads_and_validates(preset):
+    config = load_config(preset)
+    assert config.run.out.startswith("runs/")
+
+
 def test_tuple_references_for_each_positive_mode():
     pos, neg, self_vec = torch.randn(2, 4), torch.randn(2, 3, 4), torch.randn(2, 4)
     refs, positive = tuple_references(pos, neg, "pair")
@@ -213,6 +219,52 @@ def test_symmetric_training_without_teacher(tmp_path, data_root):
     train(config)
     with open(out / "validation.csv") as handle:
         assert [row["setting"] for row in csv.DictReader(handle)] == ["symmetric"]
+
+
+def test_validation_extracts_queries_cropped_to_their_boxes(tmp_path, data_root, teacher_dir):
+    from asymret.data.revisitop import RevisitopDataset
+    from asymret.features import extract_vectors
+    from asymret.train.loop import Trainer
+
+    config = load_config(write_config(tmp_path / "c.yaml", data_root, tmp_path / "run",
+                                      teacher_dir))
+    trainer = Trainer(config)
+    trainer._prepare_run_dir()
+    trainer._build()
+    queries = RevisitopDataset.load("tiny", data_root).query_images(32)
+    cropped = extract_vectors(trainer.student, queries, progress=False)
+    uncropped = extract_vectors(trainer.student, type(queries)(queries.paths, 32), progress=False)
+    assert not torch.allclose(cropped, uncropped), "the boxes must matter for this check"
+    extracted = trainer._extract(trainer.student, queries, torch.arange(len(queries)))
+    torch.testing.assert_close(extracted, cropped)
+
+
+def test_partial_finetuning_trains_the_last_stage_and_shares_its_cache(tmp_path, data_root,
+                                                                      teacher_dir):
+    from asymret.models.frozen_trunk import split_trunk
+    from asymret.train.loop import Trainer
+
+    cache = tmp_path / "cache.safetensors"
+    computed = []
+    for run in ("first", "second"):
+        config = load_config(write_config(
+            tmp_path / f"{run}.yaml", data_root, tmp_path / run, teacher_dir,
+            optim={"epochs": 1, "trainable_stages": 1}, run={"activation_cache": str(cache)},
+        ))
+        trainer = Trainer(config)
+        trainer.run()
+        computed.append(trainer.activation_cache.computed)
+    assert computed[0] > 0 and computed[1] == 0, "the second run reads every activation"
+    torch.manual_seed(3)
+    before = create_model(STUDENT)
+    after = load_model(tmp_path / "first" / "student")
+    prefix_before, tail_before = split_trunk(before.features, 1)
+    prefix_after, tail_after = split_trunk(after.features, 1)
+    for old, new in zip(prefix_before.state_dict().values(), prefix_after.state_dict().values(),
+                        strict=True):
+        assert torch.equal(old, new)
+    assert any(not torch.equal(old, new) for old, new in zip(
+        tail_before.state_dict().values(), tail_after.state_dict().values(), strict=True))
 
 
 # ------------------------------------------------------------------ nothing lost

@@ -513,6 +513,7 @@ class Trainer:
                         )
                 state.validated = state.epoch
                 self._save_checkpoint(state)
+                self._save_activation_cache()
             if state.epoch >= config.optim.epochs:
                 break
             if state.tuples is None:
