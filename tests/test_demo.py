@@ -4,10 +4,12 @@ import csv
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from asymret.data.synthetic import synth_config
 from asymret.demo import EVALUATION_FILE, PLANS, STUDENTS, DemoRun
+from asymret.features import FeatureStore
 from asymret.train.loop import Trainer
 
 TINY = replace(
@@ -49,7 +51,7 @@ def test_demo_reports_reuses_finished_parts_and_survives_ctrl_c(tmp_path, monkey
     assert "Partial report: 2 of 15 students finished" in partial
     with open(out / "results.csv") as handle:
         assert [row["label"] for row in csv.DictReader(handle)] == [
-            "Teacher (Lite2)", "Student alone", "Contr⁺"]
+            "Teacher (Lite2, centred)", "Student alone", "Contr⁺"]
     finished = out / "students" / STUDENTS[1].key / EVALUATION_FILE
     kept = finished.read_text()
 
@@ -64,6 +66,8 @@ def test_demo_reports_reuses_finished_parts_and_survives_ctrl_c(tmp_path, monkey
             if row["role"] == "student-alone" and key.startswith("asym"):
                 continue
             assert 0.0 <= float(row[key]) <= 100.0
+    bank = np.asarray(FeatureStore.open(out / "teacher-vectors" / "train").vectors)
+    assert np.linalg.norm(bank.mean(0)) < 0.1, "the teacher's vectors are centred"
     html = files["html"].read_text()
     assert 'id="results"' in html and 'id="picture-grid"' in html
     assert "Partial report" not in files["md"].read_text()
