@@ -1,7 +1,8 @@
 """The main job: the whole method on the embedded ``synth`` benchmark, offline, on a CPU.
 
 ``asymret demo`` generates the benchmark, fine-tunes a teacher (EfficientNet-Lite2 + GeM,
-symmetric contrastive loss with hard negatives), extracts its database once, and trains
+symmetric contrastive loss with hard negatives), centres its output space, extracts its
+database once, and trains
 students (EfficientNet-Lite0 + GeM projected to the teacher's dimension) with every loss of
 the paper, asymmetric, from both projection starts (random as published, and the closed-form
 ridge fit), plus a student trained alone (symmetric). Each network is evaluated symmetrically
