@@ -20,9 +20,9 @@ and Ctrl-C leaves all of it usable.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from asymret.data.synthetic import SynthConfig, generate_synth, synth_config
 from asymret.errors import AsymretError
 from asymret.evaluate import evaluate_retrieval, precision_recall_points, protocol_ground_truth
 from asymret.features import FeatureStore, extract_to_store, extract_vectors
+from asymret.files import write_text_atomic
 from asymret.models import ActivationCache, RetrievalNet, Teacher, load_network, save_model
 from asymret.report import QueryRanking, RankedImage, RunResult, write_report
 from asymret.search import exact_search
@@ -188,7 +189,7 @@ class DemoRun:
         print(f"generating the synth benchmark in {self.data_root}")
         generate_synth(self.data_root, config=self.plan.synth, overwrite=True,
                        progress=self.progress)
-        _write_atomic(marker, wanted)
+        write_text_atomic(marker, wanted)
 
     def _config(self, run_dir: Path, spec: StudentSpec | None) -> TrainConfig:
         """The Trainer configuration of the teacher (``spec=None``) or of a student."""
@@ -200,8 +201,7 @@ class DemoRun:
         config.data.imsize = plan.imsize
         config.data.val_imsize = plan.imsize
         config.mining.num_pairs = plan.num_pairs
-        config.mining.pool_size = len(TrainingDb.load(
-            config.data.train_db, "train", config.data.root))
+        config.mining.pool_size = len(self.train_db)
         config.mining.num_negatives = 5
         config.optim.batch_size = plan.batch_size
         config.optim.lr_decay = 1.0
@@ -219,7 +219,7 @@ class DemoRun:
             config.run.activation_cache = str(self.teacher_cache)
             return config
         teacher = self._teacher_model_dir()
-        config.models.student = f"{STUDENT_ARCH}-{load_network(teacher).outputdim}"
+        config.models.student = f"{STUDENT_ARCH}-{self.teacher_dim}"
         config.models.projection_init = spec.projection_init
         config.models.ridge_lambda = plan.ridge_lambda
         config.models.ridge_images = 0
@@ -254,7 +254,7 @@ class DemoRun:
             resume = (run_dir / "checkpoints" / CHECKPOINT_NAME).is_file()
             Trainer(self._config(run_dir, spec), resume=resume).run()
             seconds = time.perf_counter() - started
-            _write_atomic(run_dir / "seconds.txt", f"{seconds:.1f}")
+            write_text_atomic(run_dir / "seconds.txt", f"{seconds:.1f}")
             print(f"trained {title} in {seconds:.0f} s")
         cache = self.teacher_cache if spec is None else self.student_cache
         net = load_network(model_dir)
@@ -273,8 +273,7 @@ class DemoRun:
         tuned = self._train(self.teacher_dir, None, "the teacher (Lite2, symmetric)")
         centred_dir = self._teacher_model_dir()
         if not (centred_dir / "config.json").is_file():
-            db = TrainingDb.load("retrieval-synth", "train", self.data_root)
-            vectors = extract_vectors(tuned, ImageList(db.paths, self.plan.imsize),
+            vectors = extract_vectors(tuned, ImageList(self.train_db.paths, self.plan.imsize),
                                       progress=self.progress).double()
             tuned.activation_cache.save()
             centring = Whitening(mean=vectors.mean(0).numpy(),
@@ -289,18 +288,29 @@ class DemoRun:
         start = "" if spec.role == "student-alone" else f", {spec.projection_init} start"
         return self._train(self.out / "students" / spec.key, spec, f"student {spec.label}{start}")
 
-    def _test_images(self) -> tuple[RevisitopDataset, ImageList, ImageList]:
+    @cached_property
+    def train_db(self) -> TrainingDb:
+        """The benchmark's training db (read once)."""
+        return TrainingDb.load("retrieval-synth", "train", self.data_root)
+
+    @cached_property
+    def test_set(self) -> tuple[RevisitopDataset, ImageList, ImageList]:
+        """The test set (read once): the dataset, its cropped queries and its database."""
         dataset = RevisitopDataset.load("synth", self.data_root)
         imsize = self.plan.imsize
         return dataset, dataset.query_images(imsize), dataset.database_images(imsize)
 
+    @cached_property
+    def teacher_dim(self) -> int:
+        """Dimension of the (centred) teacher's vectors, which the students project to."""
+        return load_network(self._teacher_model_dir()).outputdim
+
     def extract_teacher(self, teacher: Teacher) -> None:
         """The teacher's vectors of the training images (the students' bank, where the
         Trainer looks for them) and of the test set, each extracted once."""
-        db = TrainingDb.load("retrieval-synth", "train", self.data_root)
-        train_images = ImageList(db.paths, self.plan.imsize)
-        dataset, queries, database = self._test_images()
-        parts = [(train_images, db.cids, "train"),
+        db = self.train_db
+        dataset, queries, database = self.test_set
+        parts = [(ImageList(db.paths, self.plan.imsize), db.cids, "train"),
                  (queries, dataset.qimlist, f"{dataset.name}-queries"),
                  (database, dataset.imlist, f"{dataset.name}-database")]
         for images, ids, name in parts:
@@ -314,7 +324,7 @@ class DemoRun:
         path = run_dir / EVALUATION_FILE
         if path.is_file():
             return json.loads(path.read_text())
-        dataset, queries, database = self._test_images()
+        dataset, queries, database = self.test_set
         teacher_q, teacher_x = (
             np.asarray(FeatureStore.open(self.bank_dir / f"{dataset.name}-{part}").vectors)
             for part in ("queries", "database")
@@ -334,7 +344,7 @@ class DemoRun:
                 "pr": [[r.tolist(), p.tolist()] for r, p in precision_recall_points(q, x, medium)],
                 "top": top.tolist(),
             }
-        _write_atomic(path, json.dumps(result))
+        write_text_atomic(path, json.dumps(result))
         return result
 
     # ----------------------------------------------------------------- report
@@ -356,7 +366,7 @@ class DemoRun:
         if not path.is_file():
             return []
         student_top = json.loads(path.read_text())["asymmetric"]["top"]
-        dataset, queries, database = self._test_images()
+        dataset, queries, database = self.test_set
         rows = []
         for query in range(min(GRID_QUERIES, len(dataset.qimlist))):
             entry = dataset.gnd[query]
@@ -380,7 +390,7 @@ class DemoRun:
         grid_student = next(s for s in STUDENTS if s.key == "contrastive-plus-ridge")
         notes = [
             f"Benchmark: synth ({self.plan.synth.image_size} px), test set of "
-            f"{len(self._test_images()[0].qimlist)} queries; images at {self.plan.imsize} px.",
+            f"{len(self.test_set[0].qimlist)} queries; images at {self.plan.imsize} px.",
             f"Teacher: {TEACHER_ARCH} fine-tuned (symmetric contrastive, hard negatives, "
             f"{self.plan.teacher_epochs} epochs), then centred (the mean of its training-image "
             f"vectors subtracted, as a whitening layer). Students: {STUDENT_ARCH} projected to the "
@@ -419,13 +429,6 @@ def _run_result(label: str, role: str, loss: str, start: str, evaluation: dict) 
     )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
 def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> dict[str, Path]:
     """Run the demo (``quick``: a smaller benchmark and fewer epochs) into ``out``.
 
@@ -443,7 +446,7 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> dic
         raise AsymretError(
             f"{run.out}: holds a demo of the other size (--quick or not); choose another --out"
         )
-    _write_atomic(marker, wanted)
+    write_text_atomic(marker, wanted)
     torch.manual_seed(0)
     return run.run()
 

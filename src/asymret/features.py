@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -44,8 +43,10 @@ from tqdm import tqdm
 from asymret.data.image_list import ImageList
 from asymret.data.images import ImageReadError, open_image, rescale
 from asymret.errors import AsymretError
+from asymret.files import write_text_atomic
 from asymret.models.network import RetrievalNet, Teacher
 from asymret.models.pooling import GeM
+from asymret.models.state import hash_state_dict
 
 Network = RetrievalNet | Teacher
 
@@ -333,10 +334,7 @@ def _note_skipped(images: ImageList, paths: Sequence[Path]) -> None:
 def model_fingerprint(net: Network) -> str:
     """``"sha256:<hex>"`` over the state dict: every key, dtype, shape and tensor's bytes."""
     hasher = hashlib.sha256()
-    for key, tensor in sorted(retrieval_net(net).state_dict().items()):
-        data = tensor.detach().cpu().contiguous().reshape(-1)
-        hasher.update(f"{key}|{data.dtype}|{tuple(tensor.shape)}\n".encode())
-        hasher.update(data.view(torch.uint8).numpy())
+    hash_state_dict(hasher, retrieval_net(net).state_dict())
     return "sha256:" + hasher.hexdigest()
 
 
@@ -370,16 +368,6 @@ def extraction_meta(net: Network, images: ImageList, scales: Sequence[float]) ->
 
 
 # --- Feature store -----------------------------------------------------------------------
-
-
-def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON to a temporary file, fsync it, then rename it over ``path``."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w") as handle:
-        handle.write(json.dumps(data, indent=2) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def _first_difference(stored: Any, requested: Any, key: str) -> tuple[str, Any, Any] | None:
@@ -488,7 +476,7 @@ class FeatureStore:
             "complete_rows": 0,
             "checksum": None,
         }
-        _write_json_atomic(path / META_FILE, full_meta)
+        write_text_atomic(path / META_FILE, json.dumps(full_meta, indent=2) + "\n")
         return cls(path, vectors, ids, full_meta)
 
     @classmethod
@@ -591,7 +579,7 @@ class FeatureStore:
         self.meta["complete_rows"] = stop
         if stop == self.count:
             self.meta["checksum"] = self.checksum()
-        _write_json_atomic(self.path / META_FILE, self.meta)
+        write_text_atomic(self.path / META_FILE, json.dumps(self.meta, indent=2) + "\n")
 
     def check_matches(
         self,

@@ -21,7 +21,6 @@ import base64
 import csv
 import io
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -33,6 +32,7 @@ from PIL import Image
 from asymret.data.images import ImageReadError, load_image
 from asymret.errors import AsymretError
 from asymret.evaluate import PROTOCOLS
+from asymret.files import write_text_atomic
 
 ROLES = ("teacher", "student-alone", "asymmetric")
 VERDICTS = ("positive", "junk", "negative")
@@ -180,9 +180,9 @@ def write_report(
         "md": out_dir / "report.md",
         "html": out_dir / "report.html",
     }
-    _write_text_atomic(paths["csv"], _results_csv(results))
-    _write_text_atomic(paths["md"], _markdown_report(results, title, notes))
-    _write_text_atomic(paths["html"], _html_report(results, rankings, title, notes))
+    write_text_atomic(paths["csv"], _results_csv(results))
+    write_text_atomic(paths["md"], _markdown_report(results, title, notes))
+    write_text_atomic(paths["html"], _html_report(results, rankings, title, notes))
     return paths
 
 
@@ -728,16 +728,3 @@ def _thumbnail_data_uri(path: Path, bbox: tuple[float, ...] | None) -> tuple[str
 
 
 # --- Files --------------------------------------------------------------------------------
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Write UTF-8 text to a temporary file beside ``path``, fsync it, rename it over ``path``."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -40,6 +40,15 @@ class ImageList(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def subset(self, indices: Sequence[int]) -> ImageList:
+        """The images ``indices`` (in that order) with the same size, boxes and skipping."""
+        return ImageList(
+            [self.paths[int(i)] for i in indices],
+            self.imsize,
+            bboxes=None if self.bboxes is None else [self.bboxes[int(i)] for i in indices],
+            skip_unreadable=self.skip_unreadable,
+        )
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
         bbox = self.bboxes[index] if self.bboxes is not None else None
         try:

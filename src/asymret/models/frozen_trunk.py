@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from asymret.errors import AsymretError
+from asymret.models.state import hash_state_dict
 
 CACHE_FORMAT = "asymret-activations"
 
@@ -71,10 +72,7 @@ def split_trunk(trunk: nn.Module, trainable_stages: int) -> tuple[nn.Sequential,
 def prefix_identity(arch: str, prefix: nn.Module, trainable_stages: int) -> str:
     """Digest naming a frozen prefix: architecture, split point and every weight's bytes."""
     hasher = hashlib.sha256(f"{arch}|{trainable_stages}\n".encode())
-    for key, tensor in sorted(prefix.state_dict().items()):
-        data = tensor.detach().cpu().contiguous().reshape(-1)
-        hasher.update(f"{key}|{data.dtype}|{tuple(tensor.shape)}\n".encode())
-        hasher.update(data.view(torch.uint8).numpy())
+    hash_state_dict(hasher, prefix.state_dict())
     return "sha256:" + hasher.hexdigest()
 
 

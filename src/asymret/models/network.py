@@ -90,7 +90,9 @@ class RetrievalNet(nn.Module):
         self.whiten = nn.Linear(self.trunk_dim, config.dim) if config.dim else None
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
-        self.trainable_stages: int | None = None
+        # (frozen prefix, trainable tail) of the trunk once freeze_trunk() is called; a tuple,
+        # so the modules are not registered twice in the state dict.
+        self.trunk_split: tuple[nn.Sequential, nn.Sequential] | None = None
         self.activation_cache: ActivationCache | None = None
 
     @property
@@ -114,26 +116,26 @@ class RetrievalNet(nn.Module):
             AsymretError: unsupported trunk, ``trainable_stages`` out of range, or a cache of
                 another prefix.
         """
-        prefix, _ = split_trunk(self.features, trainable_stages)
+        prefix, tail = split_trunk(self.features, trainable_stages)
         prefix.requires_grad_(False)
         if cache is not None:
             cache.bind(prefix_identity(self.config.arch, prefix, trainable_stages))
-        self.trainable_stages = trainable_stages
+        self.trunk_split = (prefix, tail)
         self.activation_cache = cache
         self.train(self.training)
 
     def train(self, mode: bool = True) -> RetrievalNet:
         """Set train/eval mode; a frozen prefix stays in eval mode."""
         super().train(mode)
-        if self.trainable_stages is not None:
-            split_trunk(self.features, self.trainable_stages)[0].eval()
+        if self.trunk_split is not None:
+            self.trunk_split[0].eval()
         return self
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) normalised images → (N, C, h, w) trunk features."""
-        if self.trainable_stages is None:
+        if self.trunk_split is None:
             return self.features.forward_features(x)
-        prefix, tail = split_trunk(self.features, self.trainable_stages)
+        prefix, tail = self.trunk_split
         if self.activation_cache is None:
             with torch.no_grad():
                 activations = prefix(x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import safetensors.torch
@@ -68,3 +69,12 @@ def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source
     if problems:
         raise AsymretError(f"{source}: weights do not fit {type(module).__name__}: {problems}")
     module.load_state_dict(state)
+
+
+def hash_state_dict(hasher, state: Mapping[str, torch.Tensor]) -> None:
+    """Feed every key, dtype, shape and tensor's bytes of ``state`` (in key order) to a
+    ``hashlib`` hasher: equal digests mean equal weights."""
+    for key, tensor in sorted(state.items()):
+        data = tensor.detach().cpu().contiguous().reshape(-1)
+        hasher.update(f"{key}|{data.dtype}|{tuple(tensor.shape)}\n".encode())
+        hasher.update(data.view(torch.uint8).numpy())

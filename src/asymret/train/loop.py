@@ -210,16 +210,9 @@ class Trainer:
 
     def _extract(self, net: nn.Module, images: ImageList, indices: torch.Tensor) -> torch.Tensor:
         """(len(indices), D) vectors of a subset of images, extracted sharded across ranks."""
-        local_indices = shard(indices, self.info)
-        boxes = images.bboxes
-        subset = ImageList(
-            [images.paths[int(i)] for i in local_indices],
-            images.imsize,
-            bboxes=None if boxes is None else [boxes[int(i)] for i in local_indices],
-            skip_unreadable=images.skip_unreadable,
-        )
         local = extract_vectors(
-            net, subset, device=self.device, amp=self.amp, channels_last=self.channels_last,
+            net, images.subset(shard(indices, self.info)), device=self.device, amp=self.amp,
+            channels_last=self.channels_last,
             num_workers=self.config.run.num_workers, progress=self._progress,
         ).to(self.device)
         return gather_shards(local, len(indices), self.info)
