@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from asymret.errors import AsymretError
+from asymret.runtime import tune_cpu_allocator
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -319,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asymret`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_cpu_allocator()
     try:
         return args.handler(args)
     except AsymretError as exc:

@@ -47,6 +47,7 @@ from asymret.files import write_text_atomic
 from asymret.models.network import RetrievalNet, Teacher
 from asymret.models.pooling import GeM
 from asymret.models.state import hash_state_dict
+from asymret.runtime import prefers_channels_last
 
 Network = RetrievalNet | Teacher
 
@@ -270,7 +271,7 @@ def extract_vectors(
         scales: image scales; several give the reference's multi-scale descriptor.
         device: where the network runs, e.g. ``"cuda"``.
         amp: bfloat16 autocast; default on for CUDA, off otherwise.
-        channels_last: channels-last memory format; default on for CUDA.
+        channels_last: channels-last memory format; default on for CPU and CUDA.
         num_workers: DataLoader worker processes decoding images.
         progress: show a tqdm progress bar (stderr).
 
@@ -286,7 +287,7 @@ def extract_vectors(
     scales = check_scales(scales)
     device = torch.device(device)
     amp = device.type == "cuda" if amp is None else amp
-    channels_last = device.type == "cuda" if channels_last is None else channels_last
+    channels_last = prefers_channels_last(device) if channels_last is None else channels_last
     sampler = SizeBatchSampler(resized_sizes(images), batch_size)
     vectors = torch.full((len(images), net.outputdim), math.nan, dtype=torch.float32)
     loader = DataLoader(

@@ -127,7 +127,7 @@ class OptimConfig:
             projection); the frozen stages' activations are computed once per image and
             cached (fast partial fine-tuning on a CPU). 0 trains the whole trunk.
         amp: bf16 autocast (``None``: on for CUDA, off for CPU).
-        channels_last: channels-last memory format (``None``: on for CUDA).
+        channels_last: channels-last memory format (``None``: on for CPU and CUDA).
     """
 
     epochs: int = 100
