@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,15 +27,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-try:
-    import asymret  # noqa: F401
-except ImportError:  # not installed: use the source tree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
 from asymret.data.image_list import ImageList
 from asymret.features import extract_vectors
 from asymret.models import create_model
-from asymret.runtime import tune_cpu_allocator
+from bench_setup import add_machine_options, set_up_machine
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,11 +39,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--imsize", type=int, default=256, help="longer side after resizing")
     parser.add_argument("--images", type=int, default=96, help="half landscape, half portrait")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--rounds", type=int, default=2, help="the best round of each counts")
-    parser.add_argument("--default-allocator", action="store_true",
-                        help="do not tune glibc malloc (see asymret.runtime)")
+    add_machine_options(parser)
     return parser.parse_args()
 
 
@@ -92,15 +82,8 @@ def timed(function, device: torch.device) -> tuple[float, torch.Tensor]:
 
 def main() -> None:
     args = parse_args()
-    tuned = not args.default_allocator and tune_cpu_allocator()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = set_up_machine(args)
     cuda = device.type == "cuda"
-    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if cuda else "")
-          + f", malloc {'tuned' if tuned else 'default'}")
     torch.manual_seed(0)
     net = create_model(args.model, pretrained=False)
     with tempfile.TemporaryDirectory() as folder:

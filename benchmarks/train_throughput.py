@@ -32,24 +32,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
-import sys
 import time
 from functools import partial
-from pathlib import Path
 
 import torch
 
-try:
-    import asymret  # noqa: F401
-except ImportError:  # not installed: use the source tree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
 from asymret.losses import build_loss
 from asymret.models import ActivationCache, create_model
-from asymret.runtime import tune_cpu_allocator
 from asymret.train.loop import make_optimizer, set_batchnorm_eval
 from asymret.train.steps import forward_by_size, tuple_references
+from bench_setup import add_machine_options, set_up_machine
 
 NEGATIVES = 5
 
@@ -62,12 +54,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per method and round")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds of both methods; the best round of each counts")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--default-allocator", action="store_true",
-                        help="do not tune glibc malloc (see asymret.runtime)")
     parser.add_argument("--trainable-stages", type=int, default=0,
                         help="also time partial fine-tuning of the last N stages (cached)")
+    add_machine_options(parser)
     return parser.parse_args()
 
 
@@ -149,16 +138,9 @@ def timed(function, steps, device) -> float:
 
 def main() -> None:
     args = parse_args()
-    tuned = not args.default_allocator and tune_cpu_allocator()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = set_up_machine(args)
     cuda = device.type == "cuda"
     loss_fn = build_loss("contrastive", margin=0.7)
-    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if cuda else "")
-          + f", malloc {'tuned' if tuned else 'default'}")
     print(f"model {args.model}, images {args.size[0]}x{args.size[1]}, {args.batch} tuples/step, "
           f"{NEGATIVES} negatives")
     rows = []
