@@ -4,11 +4,11 @@ Two measured effects on x86 CPUs (``benchmarks/train_throughput.py``, docs/bench
 
 - oneDNN runs convolutions faster in channels-last memory format than in NCHW, for training
   and inference alike (MobileNetV2, EfficientNet-Lite, ResNet), as CUDA does.
-- glibc's malloc serves every block above its mmap threshold (at most 32 MiB unless set)
-  with a fresh ``mmap`` and unmaps it when freed, so a training step on a large batch
-  page-faults all of its activations in again, every step; at 112 images of 160×120 that
-  halves the throughput. Raising the threshold (and the trim threshold, so the freed heap is
-  kept) lets the step reuse its memory.
+- glibc's malloc serves every block above its mmap threshold (which grows to at most 32 MiB
+  unless set) with a fresh ``mmap`` and unmaps it when freed, so a training step on a large
+  batch page-faults all of its activations in again; at 112 images of 160×120 that cost a
+  third of the throughput. Raising the threshold (and the trim threshold, so the freed heap
+  is kept) lets each step reuse the memory of the one before.
 """
 
 from __future__ import annotations
