@@ -152,8 +152,11 @@ class ActivationCache:
         if missing:
             with torch.no_grad():
                 computed = prefix(inputs[missing]).float().cpu()
+            # Own contiguous copies (the batch may be channels-last): saved as they are.
             for row, index in enumerate(missing):
-                self.entries[keys[index]] = computed[row].clone()
+                self.entries[keys[index]] = computed[row].clone(
+                    memory_format=torch.contiguous_format
+                )
             self.computed += len(missing)
         stacked = torch.stack([self.entries[key] for key in keys])
         return stacked.to(inputs.device, dtype=inputs.dtype)
@@ -165,7 +168,7 @@ class ActivationCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(self.path.name + ".tmp")
         save_file(
-            {key: value.contiguous() for key, value in self.entries.items()},
+            self.entries,
             temporary,
             metadata={"format": CACHE_FORMAT, "identity": self.identity},
         )
