@@ -37,7 +37,7 @@ from asymret.data.images import load_image
 from asymret.data.revisitop import RevisitopDataset
 from asymret.data.sfm120k import TrainingDb
 from asymret.data.synthetic import SynthConfig, generate_synth
-from asymret.demo import STUDENT_ARCH
+from asymret.demo import PLANS, STUDENT_ARCH
 from asymret.evaluate import evaluate_retrieval
 from asymret.features import extract_vectors
 from asymret.files import write_text_atomic
@@ -52,8 +52,8 @@ PARTS = ("train", "queries", "database")
 
 def prepare_data(run: Path, work: Path, train_landmarks: int) -> Path:
     """The run's synth parameters with ``train_landmarks`` changed, rendered in ``work/data``."""
-    config = json.loads((run / "data" / "synth-config.json").read_text())
-    config["train_landmarks"] = train_landmarks
+    config = {**json.loads((run / "data" / "synth-config.json").read_text()),
+              "train_landmarks": train_landmarks}
     marker = work / "data" / "synth-config.json"
     wanted = json.dumps(config, sort_keys=True)
     if not (marker.is_file() and marker.read_text() == wanted):
@@ -135,7 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     set_up_machine(args)
     args.work.mkdir(parents=True, exist_ok=True)
-    imsize = json.loads((args.run / "data" / "synth-config.json").read_text())["image_size"]
+    imsize = PLANS["default"].imsize
     data = prepare_data(args.run, args.work, max(args.landmarks) + args.held_out)
     arrays = extract_all(args.run, data, imsize, args.work / "features.npz")
     student = {part: torch.from_numpy(arrays[f"student-{part}"]) for part in PARTS}

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import platform
+import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -34,3 +37,14 @@ def set_up_machine(args: argparse.Namespace) -> torch.device:
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, device {device}{gpu}, "
           f"malloc {'tuned' if tuned else 'default'}")
     return device
+
+
+def timed_call(function: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    """Seconds ``function()`` takes (waiting for CUDA work to finish) and its result."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = function()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, result

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import math
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from PIL import Image
 from asymret.data.image_list import ImageList
 from asymret.features import extract_vectors
 from asymret.models import create_model
-from bench_setup import add_machine_options, set_up_machine
+from bench_setup import add_machine_options, set_up_machine, timed_call
 
 
 def parse_args() -> argparse.Namespace:
@@ -70,16 +69,6 @@ def reference_extract(net, images: ImageList, device: torch.device) -> torch.Ten
     return torch.stack(vectors)
 
 
-def timed(function, device: torch.device) -> tuple[float, torch.Tensor]:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    result = function()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, result
-
-
 def main() -> None:
     args = parse_args()
     device = set_up_machine(args)
@@ -92,9 +81,9 @@ def main() -> None:
               f"{args.imsize}, batch {args.batch}")
         best = {"reference": math.inf, "asymret": math.inf}
         for _ in range(args.rounds):
-            seconds, reference = timed(lambda: reference_extract(net, images, device), device)
+            seconds, reference = timed_call(lambda: reference_extract(net, images, device), device)
             best["reference"] = min(best["reference"], seconds)
-            seconds, ours = timed(lambda: extract_vectors(
+            seconds, ours = timed_call(lambda: extract_vectors(
                 net, images, batch_size=args.batch, device=device, progress=False), device)
             best["asymret"] = min(best["asymret"], seconds)
             difference = float((ours - reference).abs().max())

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from functools import partial
 
 import torch
@@ -41,7 +40,7 @@ from asymret.losses import build_loss
 from asymret.models import ActivationCache, create_model
 from asymret.train.loop import make_optimizer, set_batchnorm_eval
 from asymret.train.steps import forward_by_size, tuple_references
-from bench_setup import add_machine_options, set_up_machine
+from bench_setup import add_machine_options, set_up_machine, timed_call
 
 NEGATIVES = 5
 
@@ -125,15 +124,10 @@ def best_times(args, device, *methods) -> list[float]:
 
 
 def timed(function, steps, device) -> float:
-    function()  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        function()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+    """Seconds per call of ``function``, over ``steps`` calls after one warm-up call."""
+    function()
+    seconds, _ = timed_call(lambda: [function() for _ in range(steps)], device)
+    return seconds / steps
 
 
 def main() -> None:
