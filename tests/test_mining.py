@@ -15,6 +15,7 @@ from asymret.mining import (
     random_negative_tuples,
     random_negatives,
     sample_epoch,
+    sample_images,
 )
 
 
@@ -431,3 +432,19 @@ def test_random_negative_tuples_never_take_the_query_cluster():
     assert (negative_clusters != clusters[tuples.query_indices.numpy()][:, None]).all()
     assert all(len(set(row)) == 5 for row in negative_clusters.tolist())
     assert np.isin(negatives, sample.pool_indices.numpy()).all()
+
+
+def test_sample_images_draws_distinct_images_without_pairs():
+    tuples = sample_images(40, 100, epoch_generator(2, 5))
+    assert tuples.query_indices.shape == (40,) and len(tuples.query_indices.unique()) == 40
+    assert torch.equal(tuples.positive_indices, tuples.query_indices)
+    assert tuples.negative_indices.shape == (40, 0)
+    assert tuples.query_indices.min() >= 0 and tuples.query_indices.max() < 100
+    again = sample_images(40, 100, epoch_generator(2, 5))
+    assert torch.equal(again.query_indices, tuples.query_indices)
+    other_epoch = sample_images(40, 100, epoch_generator(2, 6))
+    assert not torch.equal(other_epoch.query_indices, tuples.query_indices)
+    everything = sample_images(10**6, 100, epoch_generator(2, 5))
+    assert sorted(everything.query_indices.tolist()) == list(range(100))
+    with pytest.raises(AsymretError, match="num_images_per_epoch"):
+        sample_images(-1, 100, epoch_generator(0, 0))

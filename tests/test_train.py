@@ -70,6 +70,12 @@ def test_config_layers_defaults_yaml_and_overrides(tmp_path):
         (["loss.similarity=symmetric", "loss.positives=pair+self"], "positives=pair"),
         (["loss.name=contrastve"], "loss.name='contrastve'"),
         (["nosection"], "section.key=value"),
+        (["mining.sampler=pairs"], "mining.sampler='pairs'"),
+        (["mining.sampler=images", "loss.name=regression", "loss.positives=self"],
+         "mining.negatives=none"),
+        (["mining.sampler=images", "mining.negatives=none"], "positives=self"),
+        (["mining.sampler=images", "mining.negatives=none", "loss.name=regression",
+          "loss.positives=self", "mining.num_images=0"], "mining.num_images"),
     ],
 )
 def test_config_errors_are_specific(overrides, message):
@@ -208,6 +214,45 @@ def test_every_loss_trains(tmp_path, data_root, teacher_dir, loss, mining):
     after = weights(out)
     assert any(not torch.equal(before[k], after[k]) for k in after if "weight" in k)
     assert all(torch.isfinite(torch.tensor(float(r["loss"]))) for r in read_log(out))
+
+
+@pytest.mark.parametrize("loss", ["regression", "rkd", "darkrank"])
+def test_image_sampler_trains_on_random_images_in_batches(tmp_path, data_root, teacher_dir,
+                                                          loss):
+    from asymret.train.loop import Trainer
+
+    positives = "self" if loss == "regression" else "pair"
+    config = load_config(write_config(
+        tmp_path / "c.yaml", data_root, tmp_path / "run", teacher_dir,
+        loss={"name": loss, "positives": positives},
+        mining={"sampler": "images", "num_images": 20, "negatives": "none"},
+        optim={"epochs": 1, "batch_size": 5}, data={"val_sets": []},
+    ))
+    trainer = Trainer(config)
+    trainer._prepare_run_dir()
+    trainer._build()
+    tuples = trainer._epoch_tuples(0)
+    assert len(tuples) == 20 and len(tuples.query_indices.unique()) == 20
+    steps = trainer._step_rows(tuples)
+    seen = [trainer._needed_images(rows, tuples) for rows in steps]
+    assert [len(images) for images in seen] == [5, 5, 5, 5]
+    assert sorted(torch.cat(seen).tolist()) == sorted(tuples.query_indices.tolist())
+
+    images = [trainer.train_images[int(i)][0] for i in seen[0]]
+    trainer.student.eval()
+    loss_value, skipped = trainer._step_loss(steps[0], tuples, images)
+    student = torch.cat([trainer.student(image[None]) for image in images])
+    teacher = trainer._bank_rows(seen[0])
+    if loss == "regression":
+        by_hand = -(student * teacher).sum()
+    else:
+        by_hand = build_loss(loss)(student, teacher)
+    assert skipped == 0
+    torch.testing.assert_close(loss_value, by_hand, rtol=1e-4, atol=1e-5)
+
+    config.run.out = str(tmp_path / "full")
+    train(config)
+    assert len(read_log(tmp_path / "full")) == 4
 
 
 def test_symmetric_training_without_teacher(tmp_path, data_root):

@@ -20,6 +20,10 @@ candidate) is searched again with ``M`` doubled, up to the whole pool, so the re
 equals the rule applied to a stable descending sort of the full score row: equal scores go to
 the lower pool position.
 
+Losses that need no pairs train on epochs of random images instead (:func:`sample_images`,
+the reference's ``reg`` and ``rand`` modes): regression learns g(a) of each image, RKD and
+DarkRank relate the images of each batch.
+
 Randomness comes from a CPU ``torch.Generator``: the same generator state gives the same
 epoch. :func:`epoch_generator` derives one generator per (seed, epoch), so a resumed run needs
 no saved generator state.
@@ -286,6 +290,30 @@ def random_negatives(
     return _select_negatives(
         searches, query_clusters, pool_clusters, num_negatives, DEFAULT_CANDIDATES
     )
+
+
+def sample_images(num_images_per_epoch: int, num_images: int, generator: torch.Generator
+                  ) -> EpochTuples:
+    """An epoch of random training images and no pairs (the reference's ``reg``/``rand`` modes).
+
+    ``num_images_per_epoch`` distinct images are drawn uniformly from all ``num_images`` (all
+    of them, in random order, if there are fewer), as the reference's ``TuplesDatasetRand``
+    and ``RegressionTS`` draw ``poolsize`` images per epoch. Each image is its own tuple:
+    ``positive_indices`` repeats ``query_indices`` and there are no negatives, so losses that
+    need only g(a) (regression) or a batch of images (RKD, DarkRank) train on it unchanged.
+
+    Args:
+        num_images_per_epoch: images drawn per epoch (reference: 20,000).
+        num_images: images in the training db.
+        generator: CPU generator; two draws from equal states are equal.
+
+    Returns:
+        Tuples with (Q,) query = positive indices and (Q, 0) negatives.
+    """
+    _check_count("num_images_per_epoch", num_images_per_epoch)
+    _check_count("num_images", num_images)
+    images = torch.randperm(num_images, generator=generator)[:num_images_per_epoch]
+    return EpochTuples(images, images.clone(), torch.empty(len(images), 0, dtype=torch.int64))
 
 
 def hard_negative_tuples(

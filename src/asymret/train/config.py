@@ -23,6 +23,7 @@ RELATIONAL_LOSSES = ("rkd", "darkrank")
 SIMILARITIES = ("asymmetric", "symmetric")
 POSITIVES = ("pair", "self", "pair+self")
 MININGS = ("hard", "random", "none")
+SAMPLERS = ("tuples", "images")
 MINING_QUERIES = ("student", "teacher")
 PROJECTION_INITS = ("ridge", "random")
 
@@ -98,9 +99,14 @@ class LossConfig:
 
 @dataclass
 class MiningConfig:
-    """Per-epoch tuples: which pairs, and how their negatives are chosen.
+    """Per-epoch training examples: tuples (pairs and their negatives), or random images.
 
     Attributes:
+        sampler: ``tuples`` (``num_pairs`` training pairs, negatives as ``negatives`` says)
+            or ``images`` (``num_images`` random training images, no pairs and no
+            negatives: the reference's ``reg`` mode for regression and ``rand`` mode for
+            RKD and DarkRank, whose batches are then ``optim.batch_size`` random images).
+        num_images: random images per epoch with ``sampler=images`` (20000 in the reference).
         negatives: ``hard`` (nearest other-cluster images of a random pool, one per cluster),
             ``random`` or ``none``.
         num_pairs: training pairs sampled per epoch (2000 in the reference).
@@ -109,6 +115,8 @@ class MiningConfig:
         query_vectors: mine with the ``student``'s query vectors or the ``teacher``'s.
     """
 
+    sampler: str = "tuples"
+    num_images: int = 20000
     negatives: str = "hard"
     num_pairs: int = 2000
     pool_size: int = 20000
@@ -200,6 +208,7 @@ class TrainConfig:
         choices = [
             ("loss.similarity", self.loss.similarity, SIMILARITIES),
             ("loss.positives", self.loss.positives, POSITIVES),
+            ("mining.sampler", self.mining.sampler, SAMPLERS),
             ("mining.negatives", self.mining.negatives, MININGS),
             ("mining.query_vectors", self.mining.query_vectors, MINING_QUERIES),
             ("models.projection_init", self.models.projection_init, PROJECTION_INITS),
@@ -215,10 +224,13 @@ class TrainConfig:
             )
         if self.loss.similarity == "symmetric" and self.loss.positives != "pair":
             raise AsymretError("symmetric training takes positives=pair (g(a) is a teacher vector)")
+        if self.mining.sampler == "images":
+            self._validate_image_sampler()
         for key, value in (
             ("optim.batch_size", self.optim.batch_size),
             ("optim.epochs", self.optim.epochs),
             ("mining.num_pairs", self.mining.num_pairs),
+            ("mining.num_images", self.mining.num_images),
         ):
             if value < 1:
                 raise AsymretError(f"{key} must be at least 1, got {value}")
@@ -227,8 +239,30 @@ class TrainConfig:
                 f"optim.trainable_stages must be 0 (whole trunk) or more, got "
                 f"{self.optim.trainable_stages}"
             )
-        if self.relational and self.optim.batch_size * (2 + self.num_negatives) < 3:
+        if self.relational and self.images_per_step < 3:
             raise AsymretError("relational losses need at least 3 images per step")
+
+    def _validate_image_sampler(self) -> None:
+        """Random images carry no pairs: only g(a) or a batch relation can be learned."""
+        if self.mining.negatives != "none":
+            raise AsymretError(
+                f"mining.sampler=images draws single images, which have no negatives; set "
+                f"mining.negatives=none (got {self.mining.negatives!r})"
+            )
+        if not self.relational and (
+            self.loss.similarity != "asymmetric" or self.loss.positives != "self"
+        ):
+            raise AsymretError(
+                f"mining.sampler=images with loss {self.loss.name} needs "
+                "loss.similarity=asymmetric and loss.positives=self (an image's only "
+                "reference is its teacher vector g(a)); use mining.sampler=tuples for pairs"
+            )
+
+    @property
+    def images_per_step(self) -> int:
+        """Images the student sees per step when every tuple's images are distinct."""
+        per_example = 1 if self.mining.sampler == "images" else 2 + self.num_negatives
+        return self.optim.batch_size * per_example
 
     @property
     def num_negatives(self) -> int:

@@ -1,7 +1,9 @@
 """The training loop: a student learns against a frozen teacher's precomputed vectors.
 
 Per epoch: draw training pairs and a negative pool (:mod:`asymret.mining`), mine negatives,
-then take ``batch_size`` tuples per step through the student as one batch. The teacher's
+then take ``batch_size`` tuples per step through the student as one batch; or, with
+``mining.sampler=images``, draw random training images and take ``batch_size`` of them per
+step (regression, RKD and DarkRank as the reference trains them). The teacher's
 vectors of every training image are extracted once into a feature store (the "bank") and
 read by row. Checkpoints are written atomically and hold everything needed to continue a
 killed run exactly: weights, optimiser and schedule, the epoch's tuples and the step reached
@@ -39,6 +41,7 @@ from asymret.mining import (
     mine_hard_negatives,
     random_negative_tuples,
     sample_epoch,
+    sample_images,
 )
 from asymret.models import (
     ActivationCache,
@@ -284,6 +287,8 @@ class Trainer:
         config = self.config
         generator = epoch_generator(config.run.seed, epoch)
         mining = config.mining
+        if mining.sampler == "images":
+            return sample_images(mining.num_images, len(self.db), generator)
         pool_size = 0 if mining.negatives == "none" else mining.pool_size
         sample = sample_epoch(
             mining.num_pairs, pool_size, self.db.query_indices, self.db.positive_indices,
@@ -319,7 +324,9 @@ class Trainer:
     def _needed_images(self, rows: torch.Tensor, tuples: EpochTuples) -> torch.Tensor:
         """Image indices the student must see for tuples ``rows`` of the epoch."""
         queries = tuples.query_indices[rows]
-        if not self.config.relational and self.config.loss.similarity == "asymmetric":
+        if self.config.mining.sampler == "images" or (
+            not self.config.relational and self.config.loss.similarity == "asymmetric"
+        ):
             return queries
         everything = torch.cat(
             [queries[:, None], tuples.positive_indices[rows][:, None],
