@@ -73,8 +73,11 @@ def test_whiten_saves_a_whitened_model(capsys, tmp_path, world):
     make_training_data(many_pairs, clusters=90)
     plain = make_teacher(tmp_path / "plain", "test_efficientnet-gem")
     out = run(capsys, "whiten", "--model", plain, "--db", "retrieval-tiny", "--split", "train",
-              "--imsize", 32, "--root", many_pairs, "--out", tmp_path / "white")
-    assert "270 pairs" in out
+              "--imsize", 32, "--root", many_pairs, "--features", tmp_path / "cache",
+              "--out", tmp_path / "white")
+    assert "learned from 270 pairs of retrieval-tiny-train" in out
+    assert (tmp_path / "cache" / "retrieval-tiny-train" / store_name(load_model(plain))
+            / "vectors.npy").is_file(), "the whitening images' vectors are cached"
     whitened = load_model(tmp_path / "white").eval()
     assert whitened.whiten is not None and whitened.outputdim == 256
     images = torch.rand(2, 3, 24, 32)

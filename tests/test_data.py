@@ -7,10 +7,11 @@ from PIL import Image
 
 from asymret.data import resolve_data_root
 from asymret.data.folder import PhotoFolder
-from asymret.data.images import ImageReadError, load_image, rescale, to_tensor
+from asymret.data.images import ImageReadError, crop_imsize, load_image, rescale, to_tensor
 from asymret.data.revisitop import RevisitopDataset, distractor_paths
 from asymret.data.sfm120k import TrainingDb, cid_to_relative_path
 from asymret.errors import AsymretError
+from asymret.features import resized_size
 
 
 def write_image(path, width, height, seed=0):
@@ -41,6 +42,31 @@ def test_load_image_crops_then_shrinks_keeping_aspect(tmp_path):
     tensor = to_tensor(load_image(path))
     assert tensor.shape == (3, 60, 100) and tensor.dtype == torch.float32
     torch.testing.assert_close(tensor[:, 0, 0], torch.tensor(pixels[0, 0] / 255.0).float())
+
+
+def test_query_crop_shrinks_by_its_full_image_factor(tmp_path):
+    """Hand-worked, as the reference's ImagesFromList: imresize(crop, imsize * max(crop.size)
+    / max(image.size)), and PIL's thumbnail floors the float size."""
+    path = tmp_path / "big.png"
+    Image.new("RGB", (1000, 800), (90, 120, 150)).save(path)
+    # The full image shrinks by 500 / 1000 = 1/2: to 500 x 400.
+    assert load_image(path, imsize=500).size == (500, 400)
+    # A 300 x 200 crop shrinks by the same 1/2: max side 500 * 300 / 1000 = 150, so 150 x 100
+    # (not 500 x 333, as shrinking the crop itself to imsize would give).
+    assert load_image(path, imsize=500, bbox=[100, 50, 400, 250]).size == (150, 100)
+    assert crop_imsize(500, (300, 200), (1000, 800)) == 150
+    # 1024 * 333 / 1000 = 340.99, floored to 340; the 333 x 100 crop is within it and is
+    # never enlarged.
+    assert crop_imsize(1024, (333, 100), (1000, 800)) == 340
+    assert load_image(path, imsize=1024, bbox=[0, 0, 333, 100]).size == (333, 100)
+    # 700 * 333 / 1000 = 233.1 → 233: 333 x 100 → 233 x 70 (PIL's aspect-preserving rounding).
+    assert load_image(path, imsize=700, bbox=[0, 0, 333, 100]).size == (233, 70)
+    # A box covering the whole image is the image, shrunk to imsize.
+    assert load_image(path, imsize=500, bbox=[0, 0, 1000, 800]).size == (500, 400)
+    # The header-only prediction that batches images by size follows the same rule.
+    for imsize, box in ((500, [100, 50, 400, 250]), (700, [0, 0, 333, 100]),
+                        (500, [0.4, 0.6, 299.5, 201.5]), (1024, [0, 0, 333, 100])):
+        assert resized_size(path, imsize, box) == load_image(path, imsize, box).size, box
 
 
 def test_unreadable_images_are_named(tmp_path):

@@ -92,6 +92,29 @@ def test_every_preset_loads_and_validates(preset):
     assert config.run.out.startswith("runs/")
 
 
+PAPER_PRESETS = ("asym-contrastive-plus", "asym-contrastive", "asym-triplet",
+                 "asym-multi-similarity", "regression", "rkd", "darkrank", "sym-student-alone")
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_paper_presets_are_the_published_setting(name):
+    config = load_config(REPO / "configs" / f"{name}.yaml")
+    assert config.models.student == "tf_efficientnet_b3-conv2048-gem"
+    assert config.models.projection_init == "random"
+    expected_teacher = None if name == "sym-student-alone" else (
+        "networks/retrievalSfM120k-resnet101-gem-b80fb85.pth")
+    assert config.models.teacher == expected_teacher
+    assert config.optim.amp is False
+    assert (config.optim.batch_size, config.optim.lr, config.optim.epochs) == (5, 1e-6, 100)
+    random_images = name in ("regression", "rkd", "darkrank")
+    assert config.mining.sampler == ("images" if random_images else "tuples")
+    assert config.mining.negatives == ("none" if random_images else "hard")
+    if random_images:
+        assert config.mining.num_images == 20000
+    else:
+        assert (config.mining.num_pairs, config.mining.pool_size) == (2000, 20000)
+
+
 def test_tuple_references_for_each_positive_mode():
     pos, neg, self_vec = torch.randn(2, 4), torch.randn(2, 3, 4), torch.randn(2, 4)
     refs, positive = tuple_references(pos, neg, "pair")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -46,14 +47,40 @@ def _cmd_evaluate_features(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_models(args: argparse.Namespace) -> int:
-    from asymret.models import list_models, parse_model_name
+def _describe_model(spec: str) -> str:
+    from asymret.models import parse_model_name
 
-    for name in list_models():
-        config = parse_model_name(name)
-        print(f"{name:34s} trunk {config.arch}, {config.pooling.upper()}"
-              + (f", projected to {config.dim}" if config.dim else ""))
-    print("\nAny timm architecture works as <arch>-<gem|mac|spoc>[-<dim>].")
+    if Path(spec).exists():
+        return "saved network"
+    config = parse_model_name(spec)
+    parts = [f"trunk {config.arch}"]
+    if config.head == "conv":
+        parts.append(f"1x1 conv + ReLU to {config.dim}")
+    parts.append({"gem": "GeM", "mac": "MAC", "spoc": "SPoC"}.get(config.pooling, config.pooling))
+    if config.linear_dim:
+        parts.append(f"linear to {config.linear_dim}")
+    return ", ".join(parts)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from asymret.models import list_models, model_complexity
+
+    height, width = args.size
+    if height < 1 or width < 1:
+        raise AsymretError(f"--size must be two positive numbers, got {height} {width}")
+    names = args.names or list_models()
+    rows = [(name, _describe_model(name), model_complexity(name, (height, width)))
+            for name in names]
+    width_name = max(34, *(len(name) for name in names))
+    print(f"{'network':{width_name}s} {'params':>8s} {'GFLOPs':>7s}  layout")
+    for name, description, complexity in rows:
+        print(f"{name:{width_name}s} {complexity.mparams:7.2f}M {complexity.gflops:7.2f}  "
+              f"{description}")
+    print(f"\nGFLOPs of one {height}x{width} image: 2 x multiply-accumulates of convolutions and "
+          "matrix products (the reference's ptflops also counts BatchNorm and activations, "
+          "about 1% more).")
+    if not args.names:
+        print("Any timm architecture works as <arch>[-conv<dim>]-<gem|mac|spoc>[-<dim>].")
     return 0
 
 
@@ -106,12 +133,20 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     parser.add_argument("--workers", type=int, default=0, help="image-decoding processes")
+    _add_precision_option(parser)
+
+
+def _add_precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="extraction precision: fp32 (default, as published) or bf16 "
+                        "autocast (faster on GPUs; see benchmarks/precision.py)")
 
 
 def _extract_options(args: argparse.Namespace) -> dict:
     return dict(imsize=args.imsize, scales=args.scales, distractors_root=args.root,
                 with_distractors=args.distractors, device=args.device,
-                batch_size=args.batch_size, num_workers=args.workers)
+                batch_size=args.batch_size, num_workers=args.workers,
+                amp=args.precision == "bf16")
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
@@ -130,28 +165,36 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from asymret.data import load_test_set
     from asymret.models import load_network
-    from asymret.retrieval import evaluate_networks
+    from asymret.retrieval import SETTINGS, evaluate_networks
 
     student = load_network(args.model, args.root, pretrained=args.pretrained)
     teacher = (
         load_network(args.teacher, args.root, pretrained=args.pretrained) if args.teacher else None
     )
     dataset = load_test_set(args.dataset, args.root)
-    results = evaluate_networks(dataset, student, teacher, args.features, **_extract_options(args))
+    results = evaluate_networks(dataset, student, teacher, args.features,
+                                whitening=args.whitening, root=args.root,
+                                **_extract_options(args))
     if args.json:
-        print(json.dumps({setting: r.to_dict() for setting, r in results.items()}))
-    else:
-        for setting, result in results.items():
+        print(json.dumps(results.to_dict()))
+        return 0
+    for setting, result in results.items():
+        whitening = results.whitening_of(setting)
+        if whitening is None:
             print(f"{dataset.name}, {setting}:\n{result.format_table()}\n")
+            continue
+        side = SETTINGS[setting][1]
+        print(f"{dataset.name}, {setting}, without whitening:\n"
+              f"{results.raw[setting].format_table()}\n")
+        print(f"{dataset.name}, {setting} + whitening (the {side}'s, {whitening.detail}):\n"
+              f"{result.format_table()}\n")
     return 0
 
 
 def _cmd_whiten(args: argparse.Namespace) -> int:
-    from asymret.data.image_list import ImageList
-    from asymret.data.sfm120k import TrainingDb
-    from asymret.features import extract_to_store
     from asymret.models import load_network, save_model
-    from asymret.whitening import fold_whitening, learn_whitening, save_whitening
+    from asymret.retrieval import network_whitening
+    from asymret.whitening import fold_whitening, save_whitening
 
     net = load_network(args.model, args.root)
     if net.whiten is not None:
@@ -159,14 +202,15 @@ def _cmd_whiten(args: argparse.Namespace) -> int:
             f"{args.model}: {net.config.name} already has a projection layer; learned "
             "whitening is for a network without one"
         )
-    db = TrainingDb.load(args.db, args.split, args.root)
+    result = network_whitening(
+        net, args.db, args.features, root=args.root, split=args.split, imsize=args.imsize,
+        scales=args.scales, device=args.device, batch_size=args.batch_size,
+        num_workers=args.workers, amp=args.precision == "bf16",
+    )
     out = Path(args.out)
-    store = extract_to_store(net, ImageList(db.paths, args.imsize), db.cids,
-                             out / "whitening-features", device=args.device)
-    whitening = learn_whitening(store.vectors, db.query_indices, db.positive_indices)
-    save_whitening(whitening, out)
-    save_model(fold_whitening(net, whitening, args.dim), out)
-    print(f"whitened model saved in {out} ({whitening.num_pairs} pairs)")
+    save_whitening(result.whitening, out)
+    save_model(fold_whitening(net, result.whitening, args.dim), out)
+    print(f"whitened model saved in {out} ({result.detail})")
     return 0
 
 
@@ -176,6 +220,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     student_dir = train(config, resume=args.resume)
     print(f"student saved in {student_dir}")
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from asymret.reproduce import format_markdown, reproduce
+
+    table = reproduce(
+        args.out, configs_dir=args.configs, rows=args.rows, overrides=args.overrides,
+        teacher=args.teacher, datasets=args.datasets, root=args.root, imsize=args.imsize,
+        scales=args.scales, whitening=None if args.no_whitening else args.whitening,
+        device=args.device, batch_size=args.batch_size, progress=not args.quiet,
+    )
+    print(format_markdown(table))
+    print(f"tables: {Path(args.out) / 'reproduction.csv'} and reproduction.md")
     return 0
 
 
@@ -277,8 +335,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_models.add_argument("--teacher", help="database-side network for the asymmetric test")
     evaluate_models.add_argument("--features", default="runs/features",
                                  help="feature-store cache (default: runs/features)")
+    evaluate_models.add_argument("--whitening", metavar="DB",
+                                 help="learned whitening, as published: a whitening db "
+                                 "(retrieval-SfM-120k, retrieval-SfM-30k, a *-whiten.pkl), a "
+                                 "training db or a photo folder; learned on each setting's "
+                                 "database-side network (or taken from its reference "
+                                 "checkpoint's meta['Lw']) and applied to queries and database")
     evaluate_models.add_argument("--json", action="store_true",
-                                 help="print one JSON object per setting")
+                                 help="print one JSON object, one entry per setting (with "
+                                 "--whitening: whitened results, their 'whitening' and "
+                                 "'without_whitening')")
     _add_extraction_options(evaluate_models)
 
     whiten = _add_command(
@@ -288,12 +354,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--db retrieval-SfM-120k --out runs/rn101-whitened",
     )
     whiten.add_argument("--model", required=True, help="network without a projection layer")
-    whiten.add_argument("--db", default="retrieval-SfM-120k", help="SfM-format db under the root")
-    whiten.add_argument("--split", default="val", help="db split with the pairs (default: val)")
+    whiten.add_argument("--db", default="retrieval-SfM-120k",
+                        help="whitening db (retrieval-SfM-120k, retrieval-SfM-30k, a "
+                        "*-whiten.pkl), SfM-format training db or photo folder (default: "
+                        "retrieval-SfM-120k)")
+    whiten.add_argument("--split", default="val",
+                        help="split of a training db with the pairs (default: val)")
     whiten.add_argument("--dim", type=int, help="keep this many whitened dimensions")
     whiten.add_argument("--imsize", type=int, default=1024, help="longer image side")
+    whiten.add_argument("--scales", type=float, nargs="+", default=[1.0],
+                        help="extraction scales (default: 1; the folded network equals "
+                        "post-hoc whitening at a single scale)")
     whiten.add_argument("--root", help="data root")
     whiten.add_argument("--device", default="cpu")
+    whiten.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    whiten.add_argument("--workers", type=int, default=0, help="image-decoding processes")
+    _add_precision_option(whiten)
+    whiten.add_argument("--features", default="runs/features",
+                        help="feature-store cache, shared with evaluate (default: runs/features)")
     whiten.add_argument("--out", required=True, help="folder of the whitened model")
 
     train = _add_command(
@@ -308,11 +386,48 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue the run in run.out from its last checkpoint")
 
-    _add_command(
-        subparsers, "models", _cmd_models,
-        "list the documented network names",
-        "asymret models",
+    reproduce = _add_command(
+        subparsers, "reproduce", _cmd_reproduce,
+        "train the paper's rows with the presets, test them as published and print ours beside "
+        "the published table",
+        "asymret reproduce --root ~/data/asymret --device cuda data.root=~/data/asymret "
+        "run.device=cuda models.pretrained_path=tf_efficientnet_b3.safetensors",
     )
+    reproduce.add_argument("overrides", nargs="*", metavar="section.key=value",
+                           help="training settings applied to every preset")
+    reproduce.add_argument("--out", default="runs/reproduce",
+                           help="runs, feature stores and tables (default: runs/reproduce)")
+    reproduce.add_argument("--configs", default="configs", help="folder of the presets")
+    reproduce.add_argument("--rows", nargs="+", metavar="PRESET",
+                           help="only these rows (preset names, or 'teacher')")
+    reproduce.add_argument("--teacher", help="teacher of every row (default: the presets')")
+    reproduce.add_argument("--datasets", nargs="+", default=["roxford5k", "rparis6k"],
+                           help="test sets (default: roxford5k rparis6k)")
+    reproduce.add_argument("--root", help="data root of the test sets and the whitening db")
+    reproduce.add_argument("--imsize", type=int, default=1024, help="test image size")
+    reproduce.add_argument("--scales", type=float, nargs="+", default=[1.0, 1 / math.sqrt(2), 0.5],
+                           help="test scales (default: 1 1/sqrt(2) 1/2, as published)")
+    reproduce.add_argument("--whitening", default="retrieval-SfM-120k",
+                           help="whitening db, learned on the database side (default: "
+                           "retrieval-SfM-120k, as published)")
+    reproduce.add_argument("--no-whitening", action="store_true", help="test without whitening")
+    reproduce.add_argument("--device", default="cpu", help="device of the tests")
+    reproduce.add_argument("--batch-size", type=int, default=32, help="test images per batch")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    models = _add_command(
+        subparsers, "models", _cmd_models,
+        "list the documented networks with their parameters and GFLOPs",
+        "asymret models\n  asymret models tf_efficientnet_b3-conv2048-gem tf_efficientnet_b3-gem "
+        "--size 1024 768",
+    )
+    models.add_argument("names", nargs="*", metavar="NAME",
+                        help="networks to report (names or saved model folders; default: the "
+                             "documented ones)")
+    models.add_argument("--size", type=int, nargs=2, default=[362, 362], metavar=("H", "W"),
+                        help="input image size for the FLOPs (default: 362 362, as the "
+                             "reference project measured); counted on the meta device, in "
+                             "about 0.1 s per network")
     return parser
 
 

@@ -15,9 +15,9 @@ Feature store (:class:`FeatureStore`, :func:`extract_to_store`). A directory hol
   120k × 2048 float32 costs page cache, not 1 GB of process memory);
 - ``ids.json``: the N image ids, row by row;
 - ``meta.json``: the model (name, config, fingerprint of the weights), the preprocessing
-  (imsize, scales, digest of the crop boxes), dim, count, dtype, how many rows are complete,
-  and, once complete, the sha256 of the vectors. It is replaced atomically after each chunk,
-  so a killed extraction resumes from its last completed chunk.
+  (imsize, scales, digest of the crop boxes, fp32 or bf16), dim, count, dtype, how many
+  rows are complete, and, once complete, the sha256 of the vectors. It is replaced
+  atomically after each chunk, so a killed extraction resumes from its last completed chunk.
 
 A store never mixes vectors of different models, preprocessing or id lists: resuming or
 checking a store against other settings raises :class:`~asymret.errors.AsymretError` naming
@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from asymret.data.image_list import ImageList
-from asymret.data.images import ImageReadError, open_image, rescale
+from asymret.data.images import ImageReadError, crop_imsize, open_image, rescale
 from asymret.errors import AsymretError
 from asymret.files import write_text_atomic
 from asymret.models.network import RetrievalNet, Teacher
@@ -102,6 +102,8 @@ def resized_size(
 ) -> tuple[int, int]:
     """``(width, height)`` that ``load_image(path, imsize, bbox)`` returns, from the header only.
 
+    A crop shrinks by its full image's factor (:func:`~asymret.data.images.crop_imsize`).
+
     Raises:
         ImageReadError: the file is missing or not an image, or the box is empty.
     """
@@ -109,11 +111,14 @@ def resized_size(
     with open_image(path, "read image header") as handle:
         width, height = handle.size
     if bbox is not None:
+        full_size = (width, height)
         x1, y1, x2, y2 = (float(v) for v in bbox)
         # PIL's crop rounds the box to whole pixels.
         width, height = round(x2) - round(x1), round(y2) - round(y1)
         if not (x2 > x1 and y2 > y1) or width <= 0 or height <= 0:
             raise ImageReadError(f"{path}: empty crop box {list(bbox)}")
+        if imsize is not None:
+            imsize = crop_imsize(imsize, (width, height), full_size)
     return thumbnail_size(width, height, imsize)
 
 
@@ -208,7 +213,7 @@ def retrieval_net(net: Network) -> RetrievalNet:
 
 
 def multiscale_power(net: Network) -> float:
-    """Exponent of the multi-scale mean, as the reference: GeM's p without a projection, else 1."""
+    """Multi-scale exponent, as the reference: GeM's p without a ``whiten`` layer, else 1."""
     model = retrieval_net(net)
     if isinstance(model.pool, GeM) and model.whiten is None:
         return float(model.pool.p.detach().item())
@@ -253,7 +258,7 @@ def extract_vectors(
     batch_size: int = 32,
     scales: Sequence[float] = (1.0,),
     device: str | torch.device = "cpu",
-    amp: bool | None = None,
+    amp: bool = False,
     channels_last: bool | None = None,
     num_workers: int = 0,
     progress: bool = True,
@@ -270,7 +275,9 @@ def extract_vectors(
         batch_size: most images per forward pass (all of one size).
         scales: image scales; several give the reference's multi-scale descriptor.
         device: where the network runs, e.g. ``"cuda"``.
-        amp: bfloat16 autocast; default on for CUDA, off otherwise.
+        amp: bfloat16 autocast. Off by default: test vectors are fp32, as the published
+            protocol (``benchmarks/precision.py`` measures what bf16 changes); training
+            passes its own ``optim.amp``.
         channels_last: channels-last memory format; default on for CPU and CUDA.
         num_workers: DataLoader worker processes decoding images.
         progress: show a tqdm progress bar (stderr).
@@ -286,7 +293,7 @@ def extract_vectors(
     """
     scales = check_scales(scales)
     device = torch.device(device)
-    amp = device.type == "cuda" if amp is None else amp
+    amp = bool(amp)
     channels_last = prefers_channels_last(device) if channels_last is None else channels_last
     sampler = SizeBatchSampler(resized_sizes(images), batch_size)
     vectors = torch.full((len(images), net.outputdim), math.nan, dtype=torch.float32)
@@ -343,12 +350,17 @@ def _json_digest(value: Any) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(value).encode()).hexdigest()
 
 
-def extraction_meta(net: Network, images: ImageList, scales: Sequence[float]) -> dict:
+def extraction_meta(
+    net: Network, images: ImageList, scales: Sequence[float], *, amp: bool = False
+) -> dict:
     """What a store records about how its vectors were made (and refuses to mix).
 
     Returns:
         ``{"model": {"name", "config", "fingerprint"}, "preprocessing": {"imsize", "scales",
-        "crop_boxes"}}``; ``crop_boxes`` is ``None`` without boxes, else a digest of them.
+        "crop_boxes", "precision"}}``; ``crop_boxes`` is ``None`` without boxes, else a digest
+        of them, and then ``crop_resize: "image"`` records that crops shrink by their full
+        image's factor (:func:`~asymret.data.images.crop_imsize`); ``precision`` is
+        ``"fp32"`` or ``"bf16"`` (``amp``).
     """
     model = retrieval_net(net)
     boxes = None
@@ -364,8 +376,25 @@ def extraction_meta(net: Network, images: ImageList, scales: Sequence[float]) ->
             "imsize": images.imsize,
             "scales": list(check_scales(scales)),
             "crop_boxes": None if boxes is None else _json_digest(boxes),
+            **({} if boxes is None else {"crop_resize": "image"}),
+            "precision": "bf16" if amp else "fp32",
         },
     }
+
+
+def _comparable_meta(requested: dict, stored: Mapping[str, Any]) -> dict:
+    """``requested`` without ``precision`` for a store written before it was recorded: every
+    such store was extracted in fp32 unless asked otherwise (CPU default)."""
+    stored_preprocessing = stored.get("preprocessing")
+    if (
+        isinstance(stored_preprocessing, dict)
+        and "precision" not in stored_preprocessing
+        and requested["preprocessing"]["precision"] == "fp32"
+    ):
+        preprocessing = dict(requested["preprocessing"])
+        del preprocessing["precision"]
+        return {**requested, "preprocessing": preprocessing}
+    return requested
 
 
 # --- Feature store -----------------------------------------------------------------------
@@ -678,7 +707,7 @@ def extract_to_store(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     batch_size: int = 32,
     device: str | torch.device = "cpu",
-    amp: bool | None = None,
+    amp: bool = False,
     channels_last: bool | None = None,
     num_workers: int = 0,
     progress: bool = True,
@@ -686,8 +715,8 @@ def extract_to_store(
     """Extract descriptors into a feature store, chunk by chunk, resuming where it stopped.
 
     A new directory gets a new store. An existing store must match the network's weights and
-    config, the preprocessing (``images.imsize``, ``scales``, ``images.bboxes``), ``ids``,
-    dimension and ``dtype``; extraction then resumes after its last completed chunk, and a
+    config, the preprocessing (``images.imsize``, ``scales``, ``images.bboxes``, ``amp``),
+    ``ids``, dimension and ``dtype``; extraction then resumes after its last completed chunk, and a
     complete store is returned untouched. Progress is recorded after every chunk of
     ``chunk_size`` images, so a killed run loses at most one chunk.
 
@@ -715,10 +744,11 @@ def extract_to_store(
         raise AsymretError(f"{path}: {len(ids)} ids for {len(images)} images")
     if chunk_size < 1:
         raise AsymretError(f"chunk_size must be at least 1, got {chunk_size}")
-    meta = extraction_meta(net, images, scales)
+    meta = extraction_meta(net, images, scales, amp=amp)
     if (path / META_FILE).exists():
         store = FeatureStore.open(path, writable=True)
-        store.check_matches(meta, ids, dim=net.outputdim, dtype=dtype)
+        store.check_matches(_comparable_meta(meta, store.meta), ids, dim=net.outputdim,
+                            dtype=dtype)
     else:
         store = FeatureStore.create(path, ids, net.outputdim, meta, dtype=dtype)
     with tqdm(total=store.count, initial=store.complete_rows, desc=f"extract {path.name}",

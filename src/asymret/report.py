@@ -716,7 +716,9 @@ def _thumbnail_data_uri(path: Path, bbox: tuple[float, ...] | None) -> tuple[str
     A missing or unreadable image gives a grey square placeholder instead.
     """
     try:
-        image = load_image(path, imsize=THUMBNAIL_SIDE, bbox=bbox)
+        # The crop itself fills the thumbnail (extraction shrinks a crop by its image's factor).
+        image = load_image(path, bbox=bbox)
+        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
         readable = True
     except ImageReadError:
         image = Image.new("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE), _PLACEHOLDER_GREY)

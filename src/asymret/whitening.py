@@ -243,12 +243,13 @@ def apply_whitening(
 def fold_whitening(net: RetrievalNet, whitening: Whitening, dim: int | None = None) -> RetrievalNet:
     """A copy of ``net`` whose ``whiten`` layer applies the learned whitening.
 
-    The copy's config gets ``dim = d``, so :func:`~asymret.models.save_model` saves the
-    whitening with the model and ``load_model`` rebuilds it.
+    The copy's config gets ``dim = d`` (``whiten_dim = d`` with the conv head), so
+    :func:`~asymret.models.save_model` saves the whitening with the model and ``load_model``
+    rebuilds it.
 
     Args:
         net: a network without a projection layer, whose vectors the whitening was learned on.
-        whitening: the learned whitening (D = ``net.trunk_dim``).
+        whitening: the learned whitening (D = ``net.pooled_dim``).
         dim: output dimension d; ``None`` keeps all D.
 
     Returns:
@@ -262,10 +263,10 @@ def fold_whitening(net: RetrievalNet, whitening: Whitening, dim: int | None = No
             f"network '{net.config.name}' already has a projection layer; learned whitening "
             "can only be folded into a network without one"
         )
-    if whitening.input_dim != net.trunk_dim:
+    if whitening.input_dim != net.pooled_dim:
         raise AsymretError(
             f"whitening learned on {whitening.input_dim}-D vectors does not fit network "
-            f"'{net.config.name}' with {net.trunk_dim}-D vectors"
+            f"'{net.config.name}' with {net.pooled_dim}-D vectors"
         )
     dim = whitening.output_dim(dim)
     weight = whitening.projection[:dim]
@@ -275,7 +276,7 @@ def fold_whitening(net: RetrievalNet, whitening: Whitening, dim: int | None = No
         linear.weight.copy_(torch.from_numpy(weight))
         linear.bias.copy_(torch.from_numpy(-weight @ whitening.mean))
     folded = copy.deepcopy(net)
-    folded.config = dataclasses.replace(net.config, dim=dim)
+    folded.config = net.config.with_linear_dim(dim)
     folded.whiten = linear
     return folded
 

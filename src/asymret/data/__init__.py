@@ -6,7 +6,7 @@ from pathlib import Path
 
 from asymret.data.root import DATA_ROOT_ENV, resolve_data_root
 
-__all__ = ["DATA_ROOT_ENV", "load_test_set", "resolve_data_root"]
+__all__ = ["DATA_ROOT_ENV", "load_test_set", "load_whitening_pairs", "resolve_data_root"]
 
 
 def load_test_set(name_or_folder: str | Path, root: str | Path | None = None):
@@ -21,3 +21,57 @@ def load_test_set(name_or_folder: str | Path, root: str | Path | None = None):
     if (Path(name_or_folder) / CSV_NAME).is_file():
         return PhotoFolder.load(name_or_folder).test_set()
     return RevisitopDataset.load(str(name_or_folder), root)
+
+
+def load_whitening_pairs(source: str | Path, root: str | Path | None = None,
+                         split: str = "val"):
+    """Matching pairs to learn a whitening from, and a short label of where they come from.
+
+    ``source`` is, in the order tried:
+
+    1. a photo folder with ``images.csv``: its training rows' pairs (label
+       ``<folder>-train``);
+    2. a ``*-whiten.pkl`` file: that whitening db (label: the file's stem);
+    3. a whitening db name, e.g. ``retrieval-SfM-120k`` or ``retrieval-SfM-30k``:
+       ``<name>-whiten.pkl`` under the data root (label ``<name>-whiten``; see
+       :func:`~asymret.data.sfm120k.whitening_db_path`);
+    4. an SfM-format training db name, e.g. ``retrieval-synth``: its ``split`` (label
+       ``<name>-<split>``).
+
+    Returns:
+        ``(label, db)``: db is a :class:`~asymret.data.sfm120k.TrainingDb`.
+
+    Raises:
+        AsymretError: nothing found (naming where it looked) or a file of the wrong format.
+    """
+    from asymret.data.folder import CSV_NAME, PhotoFolder
+    from asymret.data.sfm120k import (
+        SFM120K_NAME,
+        WHITEN_SUFFIX,
+        WHITENING_DBS,
+        TrainingDb,
+        read_whitening_db,
+        whitening_db_path,
+    )
+    from asymret.errors import AsymretError
+
+    path = Path(source)
+    if (path / CSV_NAME).is_file():
+        return f"{path.resolve().name}-train", PhotoFolder.load(path).training_db()
+    if path.suffix == ".pkl" and path.is_file():
+        return path.stem, read_whitening_db(path)
+    name = str(source)
+    whiten_path = whitening_db_path(name, root)
+    if whiten_path is not None:
+        return f"{name}-whiten", read_whitening_db(whiten_path)
+    data_root = resolve_data_root(root)
+    training_path = data_root / name / f"{name}.pkl"
+    if training_path.is_file():
+        return f"{name}-{split}", TrainingDb.load(name, split, root)
+    looked = [str(data_root / folder / f"{name}{WHITEN_SUFFIX}")
+              for folder in dict.fromkeys((name, SFM120K_NAME))]
+    hint = "; get it with `asymret download sfm120k`" if name in WHITENING_DBS else ""
+    raise AsymretError(
+        f"whitening db '{name}' not found: no {' or '.join(looked)}, no training db "
+        f"{training_path}, and not a photo folder with {CSV_NAME}{hint}"
+    )

@@ -1,6 +1,7 @@
 """Retrieval networks: create by name, frozen teachers, checkpoints."""
 
 from asymret.models.checkpoint import import_reference_checkpoint, load_model, save_model
+from asymret.models.complexity import count_flops, count_parameters, model_complexity
 from asymret.models.frozen_trunk import ActivationCache
 from asymret.models.network import ModelConfig, RetrievalNet, Teacher
 from asymret.models.pooling import GeM
@@ -21,12 +22,15 @@ __all__ = [
     "ModelConfig",
     "RetrievalNet",
     "Teacher",
+    "count_flops",
+    "count_parameters",
     "create_model",
     "import_reference_checkpoint",
     "list_models",
     "load_lite_classifier",
     "load_model",
     "load_network",
+    "model_complexity",
     "parse_model_name",
     "read_state_dict",
     "save_model",

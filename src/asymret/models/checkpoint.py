@@ -5,6 +5,14 @@ Our format is a directory holding ``model.safetensors`` (the state dict) and ``c
 a ``meta`` dict (architecture, pooling, whitening, mean, std, outputdim) and a ``state_dict``
 whose keys are ``features.<i>.*`` (the trunk's children in order), ``pool.p`` and optionally
 ``whiten.weight`` / ``whiten.bias``; :func:`import_reference_checkpoint` maps it onto ours.
+
+A reference checkpoint may also carry learned whitenings for the test protocol in
+``meta['Lw'][<whitening db>]['ms' | 'ss']`` (multi-scale / single-scale), each a dict of
+numpy arrays ``m`` (D × 1) and ``P`` (D × D). The file is read with
+``torch.load(weights_only=True)``, which admits tensors and plain containers only; exactly the
+numpy globals a plain numeric array needs are admitted besides (:data:`NUMPY_ARRAY_GLOBALS`),
+so an object array or any other global is still refused before it runs. The whitenings are
+kept on the imported network (:func:`reference_whitenings`).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import safetensors.torch
 import torch
 
@@ -29,6 +38,32 @@ FORMAT_VERSION = 1
 # Children of torchvision's ResNet in order; cirtorch keeps the first eight as `features`.
 _RESNET_CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 _REFERENCE_ARCHS = {f"resnet{depth}" for depth in (18, 34, 50, 101, 152)} | {"vgg16"}
+REFERENCE_WHITENINGS_ATTR = "reference_whitenings"
+"""Attribute of a network imported from a reference checkpoint holding its ``meta['Lw']``."""
+
+
+def _numpy_array_globals() -> list:
+    """What ``torch.load(weights_only=True)`` must admit to rebuild a plain numeric array:
+    ``ndarray``, ``dtype`` and the numeric dtype classes (whose state it sets), and
+    ``_reconstruct`` under its numpy 2 name and the ``numpy.core`` name of older pickles."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    numeric = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+               "float16", "float32", "float64", "complex64", "complex128")
+    dtype_classes = list(dict.fromkeys(type(np.dtype(name)) for name in numeric))
+    return [
+        np.ndarray,
+        np.dtype,
+        *dtype_classes,
+        (_reconstruct, "numpy.core.multiarray._reconstruct"),
+        (_reconstruct, "numpy._core.multiarray._reconstruct"),
+    ]
+
+
+NUMPY_ARRAY_GLOBALS = _numpy_array_globals()
+"""The numpy globals admitted when reading a reference checkpoint (plain numeric arrays)."""
 
 
 def save_model(net: RetrievalNet, directory: str | Path) -> Path:
@@ -94,12 +129,15 @@ def import_reference_checkpoint(path: str | Path) -> RetrievalNet:
     if not path.is_file():
         raise AsymretError(f"{path}: checkpoint file not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(NUMPY_ARRAY_GLOBALS):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise AsymretError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(checkpoint, dict) or not {"meta", "state_dict"} <= set(checkpoint):
         raise AsymretError(f"{path}: not a reference checkpoint (needs 'meta' and 'state_dict')")
     meta, state = checkpoint["meta"], checkpoint["state_dict"]
+    if not isinstance(meta, dict):
+        raise AsymretError(f"{path}: 'meta' is a {type(meta).__name__}, not a dict")
     arch = meta.get("architecture")
     if arch not in _REFERENCE_ARCHS:
         raise AsymretError(
@@ -133,4 +171,46 @@ def import_reference_checkpoint(path: str | Path) -> RetrievalNet:
         else:
             mapped[key] = value
     load_checked(net, mapped, str(path))
+    setattr(net, REFERENCE_WHITENINGS_ATTR, _read_whitenings(meta.get("Lw"), path))
     return net
+
+
+def reference_whitenings(net: RetrievalNet) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """The whitenings stored in the reference checkpoint ``net`` was imported from.
+
+    Returns:
+        ``{whitening db: {"ms" | "ss": {"m": (D,) float64, "P": (D, D) float64}}}`` as in
+        the checkpoint's ``meta['Lw']``; empty for any other network.
+    """
+    return getattr(net, REFERENCE_WHITENINGS_ATTR, None) or {}
+
+
+def _read_whitenings(lw: object, path: Path) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Check ``meta['Lw']`` and convert its arrays to float64 (``m`` flattened to (D,))."""
+    if lw is None:
+        return {}
+    where = f"{path}: meta['Lw']"
+    if not isinstance(lw, dict):
+        raise AsymretError(f"{where} is a {type(lw).__name__}, not a dict")
+    whitenings: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for name, kinds in lw.items():
+        if not isinstance(kinds, dict):
+            raise AsymretError(f"{where}[{name!r}] is a {type(kinds).__name__}, not a dict")
+        whitenings[str(name)] = {}
+        for kind, entry in kinds.items():
+            at = f"{where}[{name!r}][{kind!r}]"
+            if not isinstance(entry, dict) or not {"m", "P"} <= set(entry):
+                raise AsymretError(f"{at} must be a dict with arrays 'm' and 'P'")
+            try:
+                mean = np.asarray(entry["m"], dtype=np.float64).reshape(-1)
+                projection = np.asarray(entry["P"], dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise AsymretError(f"{at}: 'm' and 'P' must be numeric arrays ({exc})") from None
+            dim = mean.shape[0]
+            if projection.shape != (dim, dim):
+                raise AsymretError(
+                    f"{at}: 'P' has shape {projection.shape} but 'm' has {dim} values; "
+                    f"expected P of shape ({dim}, {dim})"
+                )
+            whitenings[str(name)][str(kind)] = {"m": mean, "P": projection}
+    return whitenings

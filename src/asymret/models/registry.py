@@ -1,8 +1,11 @@
-"""Create retrieval networks by name: ``<timm arch>-<pooling>[-<projection dim>]``.
+"""Create retrieval networks by name, read in pipeline order:
+``<timm arch>[-conv<d>]-<pooling>[-<linear dim>]``.
 
-Examples: ``resnet101-gem`` (D = 2048), ``efficientnet_b3-gem-2048`` (1536 channels projected
-to 2048), ``mobilenetv2_100-gem-2048``. Any timm architecture with a convolutional
-``forward_features`` works; :func:`list_models` names the ones the project is built around.
+Examples: ``resnet101-gem`` (D = 2048), ``efficientnet_b3-gem-2048`` (1536 channels pooled,
+then projected to 2048 by a linear layer), ``tf_efficientnet_b3-conv2048-gem`` (the paper's
+student: a 1×1 conv + ReLU from 1536 to 2048 channels on the feature map, then GeM),
+``mobilenetv2_100-gem-2048``. Any timm architecture with a convolutional ``forward_features``
+works; :func:`list_models` names the ones the project is built around.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ KNOWN_MODELS = (
     "resnet152-gem",
     "vgg16-gem",
     "efficientnet_b3-gem-2048",
+    "tf_efficientnet_b3-conv2048-gem",
     "mobilenetv2_100-gem-2048",
     "tf_efficientnet_lite0-gem",
     "tf_efficientnet_lite1-gem",
@@ -49,20 +53,28 @@ def list_models() -> list[str]:
 
 
 def parse_model_name(name: str) -> ModelConfig:
-    """Parse a name: ``"efficientnet_b3-gem-2048"`` → arch efficientnet_b3, GeM, dim 2048.
+    """Parse a name: ``"efficientnet_b3-gem-2048"`` → arch efficientnet_b3, GeM, linear head to
+    2048; ``"tf_efficientnet_b3-conv2048-gem"`` → conv head to 2048 channels, then GeM.
 
     Input normalisation comes from timm's pretrained config of the architecture.
     """
     parts = name.split("-")
-    dim = None
+    linear_dim = None
     if len(parts) >= 3 and parts[-1].isdigit():
-        dim = int(parts.pop())
+        linear_dim = int(parts.pop())
     if len(parts) < 2 or parts[-1] not in POOLINGS:
         raise AsymretError(
-            f"model name '{name}' is not <arch>-<pooling>[-<dim>] with pooling one of "
-            f"{', '.join(sorted(POOLINGS))}; e.g. {', '.join(KNOWN_MODELS[:3])}"
+            f"model name '{name}' is not <arch>[-conv<dim>]-<pooling>[-<dim>] with pooling one "
+            f"of {', '.join(sorted(POOLINGS))}; e.g. {', '.join(KNOWN_MODELS[:3])}"
         )
     pooling = parts.pop()
+    conv_dim = None
+    if len(parts) >= 2 and parts[-1].startswith("conv") and parts[-1][4:].isdigit():
+        conv_dim = int(parts.pop()[4:])
+        if conv_dim <= 0:
+            raise AsymretError(f"model name '{name}': the conv head needs a positive dimension")
+    if linear_dim is not None and linear_dim <= 0:
+        raise AsymretError(f"model name '{name}': the linear layer needs a positive dimension")
     arch = "-".join(parts)
     if not timm.is_model(arch):
         raise AsymretError(f"model name '{name}': '{arch}' is not a timm architecture")
@@ -73,7 +85,10 @@ def parse_model_name(name: str) -> ModelConfig:
         mean, std = tuple(cfg.mean), tuple(cfg.std)
     else:
         mean, std = IMAGENET_MEAN, IMAGENET_STD
-    return ModelConfig(arch=arch, pooling=pooling, dim=dim, mean=mean, std=std)
+    if conv_dim is not None:
+        return ModelConfig(arch=arch, pooling=pooling, dim=conv_dim, mean=mean, std=std,
+                           head="conv", whiten_dim=linear_dim)
+    return ModelConfig(arch=arch, pooling=pooling, dim=linear_dim, mean=mean, std=std)
 
 
 def create_model(
@@ -85,7 +100,8 @@ def create_model(
     """Build a retrieval network by name, or load a saved one from its directory.
 
     Args:
-        name: ``<arch>-<pooling>[-<dim>]``, or a directory written by :func:`save_model`.
+        name: ``<arch>[-conv<d>]-<pooling>[-<dim>]``, or a directory written by
+            :func:`save_model`.
         pretrained: load ImageNet weights into the trunk from an offline source.
         pretrained_path: a local trunk checkpoint (timm/torchvision names; ``.safetensors``
             or a torch file) to load instead.

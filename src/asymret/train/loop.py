@@ -61,7 +61,12 @@ from asymret.train.distributed import (
     shard,
     sum_across_ranks,
 )
-from asymret.train.projection import PooledFeatures, fit_ridge, set_projection
+from asymret.train.projection import (
+    PooledFeatures,
+    check_projection_init,
+    fit_ridge,
+    set_projection,
+)
 from asymret.train.steps import forward_by_size, tuple_references
 
 CHECKPOINT_NAME = "last.pt"
@@ -187,6 +192,8 @@ class Trainer:
             pretrained=config.models.pretrained,
             pretrained_path=config.models.pretrained_path,
         ).to(self.device)
+        if config.models.teacher:  # before any extraction: the ridge start needs a teacher
+            check_projection_init(self.student, config.models.projection_init)
         if self.channels_last:
             self.student.to(memory_format=torch.channels_last)
         self.activation_cache = None
@@ -200,10 +207,12 @@ class Trainer:
             else None
         )
         if self.teacher is not None and self.teacher.outputdim != self.student.outputdim:
+            dim = self.teacher.outputdim
             raise AsymretError(
                 f"teacher {config.models.teacher} gives {self.teacher.outputdim}-D vectors but "
                 f"student {config.models.student} gives {self.student.outputdim}-D; project the "
-                f"student to the teacher's dimension (e.g. '<arch>-gem-{self.teacher.outputdim}')"
+                f"student to the teacher's dimension (e.g. '<arch>-conv{dim}-gem' or "
+                f"'<arch>-gem-{dim}')"
             )
         self.loss_fn = build_loss(config.loss.name, **config.loss.params)
         self.optimizer = make_optimizer(

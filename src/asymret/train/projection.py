@@ -4,6 +4,11 @@ Before any gradient step, the projection ``whiten`` (C → D) is set to the ridg
 mapping the student's pooled, L2-normalised features of the training images onto the
 teacher's vectors of the same images. Asymmetric training then starts from aligned spaces
 instead of a random projection (the published setting, one option away).
+
+This start belongs to the linear head (``<arch>-gem-<d>``) only. The conv head of the paper
+(``<arch>-conv<d>-gem``: 1×1 conv + ReLU before pooling) has no closed-form fit of this kind;
+it starts from PyTorch's default initialisation, as published, and
+:func:`check_projection_init` refuses a ridge start for it.
 """
 
 from __future__ import annotations
@@ -48,6 +53,20 @@ def fit_ridge(
     return weight.float(), bias.float()
 
 
+def check_projection_init(net: RetrievalNet, projection_init: str) -> None:
+    """Refuse a ridge start for a network whose head it cannot initialise.
+
+    Raises:
+        AsymretError: ``projection_init`` is ``ridge`` and ``net`` has the conv head.
+    """
+    if projection_init == "ridge" and net.config.head == "conv":
+        raise AsymretError(
+            f"models.projection_init=ridge fits a linear projection after pooling, but student "
+            f"'{net.config.name}' has the conv head (1x1 conv before pooling); set "
+            "models.projection_init=random (its published start)"
+        )
+
+
 class PooledFeatures(nn.Module):
     """A view of a RetrievalNet that outputs its (N, C) pooled features, before projection."""
 
@@ -57,7 +76,7 @@ class PooledFeatures(nn.Module):
 
     @property
     def outputdim(self) -> int:
-        return self.net.trunk_dim
+        return self.net.pooled_dim
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net.pooled(images)
