@@ -91,12 +91,18 @@ def select_rows(names: Sequence[str] | None) -> list[PaperRow]:
     return [row for row in PAPER_ROWS if (row.preset or "teacher") in names]
 
 
-def _trained_student(config_path: Path, overrides: list[str], run_dir: Path):
-    """Train (or continue, or reuse) one preset's student; returns the network."""
+def _trained_student(config_path: Path, overrides: list[str], run_dir: Path,
+                     teacher: str):
+    """Train (or continue, or reuse) one preset's student; returns the network.
+
+    A preset with a teacher gets ``teacher``; the student-alone preset keeps none.
+    """
     student_dir = run_dir / "student"
     if (student_dir / "config.json").is_file():
         return load_model(student_dir)
-    config = load_config(config_path, overrides)
+    config = load_config(config_path, [*overrides, f"run.out={run_dir}"])
+    if config.models.teacher:
+        config.models.teacher = teacher
     resume = (run_dir / "checkpoints" / "last.pt").is_file()
     return load_model(train(config, resume=resume))
 
@@ -156,13 +162,11 @@ def reproduce(
         if row.preset is None:
             network, partner = teacher_net, None
         else:
-            preset_overrides = [*overrides, f"run.out={out / row.preset}",
-                                f"run.teacher_bank={out / 'teacher-bank'}"]
-            preset = load_config(configs_dir / f"{row.preset}.yaml", list(overrides))
-            if preset.models.teacher:
-                preset_overrides.append(f"models.teacher={teacher_spec}")
-            network = _trained_student(configs_dir / f"{row.preset}.yaml", preset_overrides,
-                                       out / row.preset)
+            network = _trained_student(
+                configs_dir / f"{row.preset}.yaml",
+                [*overrides, f"run.teacher_bank={out / 'teacher-bank'}"],
+                out / row.preset, teacher_spec,
+            )
             partner = teacher_net
         for dataset in test_sets:
             results = evaluate_networks(dataset, network, partner, out / "features", **options)
