@@ -36,7 +36,7 @@ from asymret.data.image_list import ImageList
 from asymret.data.images import load_image
 from asymret.data.revisitop import RevisitopDataset
 from asymret.data.sfm120k import TrainingDb
-from asymret.data.synthetic import SynthConfig, generate_synth
+from asymret.data.synth import SynthConfig, generate_synth
 from asymret.demo import PLANS, STUDENT_ARCH
 from asymret.evaluate import evaluate_retrieval
 from asymret.features import extract_vectors

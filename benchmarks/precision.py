@@ -25,7 +25,7 @@ import numpy as np
 
 from asymret.data.images import DEFAULT_SCALES
 from asymret.data.revisitop import RevisitopDataset
-from asymret.data.synthetic import generate_synth
+from asymret.data.synth import generate_synth
 from asymret.evaluate import PROTOCOLS, evaluate_retrieval
 from asymret.features import extract_vectors
 from asymret.models import create_model

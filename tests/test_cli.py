@@ -1,11 +1,11 @@
 import json
-import pickle
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from asymret.cli import build_parser, main
+from asymret.data.revisitop import write_gnd
 from asymret.evaluate import evaluate_retrieval
 
 
@@ -18,9 +18,8 @@ def feature_files(tmp_path):
         {"bbx": [0, 0, 1, 1], "easy": [0, 1, 2], "hard": [3, 4], "junk": [5]},
         {"bbx": [0, 0, 1, 1], "easy": [10, 11], "hard": [], "junk": [12, 13]},
     ]
-    annotation = {"imlist": [f"d{i}" for i in range(30)], "qimlist": ["q0", "q1"], "gnd": gnd}
     paths = {"gnd": tmp_path / "gnd_toy.pkl", "q": tmp_path / "Q.npy", "x": tmp_path / "X.npy"}
-    paths["gnd"].write_bytes(pickle.dumps(annotation, protocol=3))
+    write_gnd(paths["gnd"], [f"d{i}" for i in range(30)], ["q0", "q1"], gnd)
     np.save(paths["q"], queries)
     np.save(paths["x"], database)
     return paths, queries, database, gnd

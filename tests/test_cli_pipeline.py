@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from asymret.bank import store_name
 from asymret.cli import main
 from asymret.data import load_test_set
 from asymret.evaluate import evaluate_retrieval
 from asymret.features import extract_vectors
 from asymret.models import load_model
-from asymret.retrieval import store_name
 from train_fixtures import make_teacher, make_training_data
 
 
@@ -49,8 +49,8 @@ def test_evaluate_reports_three_settings_consistent_with_evaluate_features(capsy
     results = json.loads(out)
     assert set(results) == {"symmetric", "asymmetric", "teacher"}
     cache = tmp_path / "cache" / "tiny"
-    student_store = cache / store_name(load_model(student))
-    teacher_store = cache / store_name(load_model(teacher))
+    student_store = cache / store_name(load_model(student), 32)
+    teacher_store = cache / store_name(load_model(teacher), 32)
     assert sorted(cache.iterdir()) == sorted([student_store, teacher_store])
     dataset = load_test_set("tiny", root)
     asymmetric = evaluate_retrieval(np.load(student_store / "queries" / "vectors.npy"),
@@ -76,7 +76,7 @@ def test_whiten_saves_a_whitened_model(capsys, tmp_path, world):
               "--imsize", 32, "--root", many_pairs, "--features", tmp_path / "cache",
               "--out", tmp_path / "white")
     assert "learned from 270 pairs of retrieval-tiny-train" in out
-    assert (tmp_path / "cache" / "retrieval-tiny-train" / store_name(load_model(plain))
+    assert (tmp_path / "cache" / "retrieval-tiny-train" / store_name(load_model(plain), 32)
             / "vectors.npy").is_file(), "the whitening images' vectors are cached"
     whitened = load_model(tmp_path / "white").eval()
     assert whitened.whiten is not None and whitened.outputdim == 256

@@ -24,14 +24,12 @@ from asymret.train.loop import set_batchnorm_eval
 from asymret.train.projection import check_projection_init
 from asymret.whitening import fold_whitening, learn_whitening
 from test_models import randomise_batchnorm
-from train_fixtures import make_teacher, make_training_data, write_config
+from train_fixtures import make_teacher, write_config
 
 SMALL_CONV = "test_efficientnet-conv16-gem"
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 def _images(count: int = 3, seed: int = 0) -> torch.Tensor:
@@ -207,13 +205,6 @@ def test_multiscale_power_is_the_students_own_gem_p_and_whitening_folds(tmp_path
 
 
 # ------------------------------------------------------------------ training
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_training_data(root)
-    return root
 
 
 def test_ridge_start_for_a_conv_head_is_refused_before_extraction(tmp_path, data_root):

@@ -8,10 +8,17 @@ from PIL import Image
 from asymret.data import resolve_data_root
 from asymret.data.folder import PhotoFolder
 from asymret.data.images import ImageReadError, crop_imsize, load_image, rescale, to_tensor
-from asymret.data.revisitop import RevisitopDataset, distractor_paths
-from asymret.data.sfm120k import TrainingDb, cid_to_relative_path
+from asymret.data.revisitop import RevisitopDataset, distractor_paths, load_gnd, write_gnd
+from asymret.data.sfm120k import (
+    TrainingDb,
+    cid_to_relative_path,
+    read_whitening_db,
+    write_training_db,
+    write_whitening_db,
+)
 from asymret.errors import AsymretError
 from asymret.features import resized_size
+from asymret.safe_pickle import load_pickle
 
 
 def write_image(path, width, height, seed=0):
@@ -97,8 +104,7 @@ def make_revisitop(root, name="toyset"):
     for i, image_name in enumerate(imlist + qimlist):
         write_image(directory / "jpg" / f"{image_name}.jpg", 40 + i, 30, seed=i)
     gnd = [{"bbx": [2.0, 3.0, 20.0, 25.0], "easy": [0], "hard": [2], "junk": [3]}]
-    with open(directory / f"gnd_{name}.pkl", "wb") as handle:
-        pickle.dump({"imlist": imlist, "qimlist": qimlist, "gnd": gnd}, handle, protocol=3)
+    write_gnd(directory / f"gnd_{name}.pkl", imlist, qimlist, gnd)
     return directory
 
 
@@ -125,14 +131,109 @@ def test_revisitop_reader_errors_name_the_file(tmp_path):
         distractor_paths(tmp_path)
 
 
+def write_pickle(path, obj):
+    path.write_bytes(pickle.dumps(obj))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ([1, 2], "expected a dict, got list"),
+        ({"imlist": ["a"], "qimlist": ["q"]}, "missing key 'gnd'"),
+        ({"imlist": "a", "qimlist": ["q"], "gnd": []}, "'imlist' must be a list, got str"),
+        ({"imlist": ["a"], "qimlist": ["q"], "gnd": []}, "'gnd' has 0 entries but 'qimlist' has 1"),
+        (
+            {"imlist": ["a"], "qimlist": ["q"], "gnd": [{"easy": [0], "junk": []}]},
+            r"gnd\[0\]: missing key 'hard'",
+        ),
+        (
+            {"imlist": ["a"], "qimlist": ["q"], "gnd": [{"easy": [1], "hard": [], "junk": []}]},
+            r"gnd\[0\]\['easy'\] holds index 1 outside imlist \(1 images\)",
+        ),
+        (
+            {"imlist": ["a"], "qimlist": ["q"], "gnd": [{"easy": ["x"], "hard": [], "junk": []}]},
+            r"gnd\[0\]\['easy'\] must be a list of integer indices",
+        ),
+        (
+            {
+                "imlist": ["a"],
+                "qimlist": ["q"],
+                "gnd": [{"bbx": [1, 2], "easy": [0], "hard": [], "junk": []}],
+            },
+            r"gnd\[0\]\['bbx'\] must be four numbers",
+        ),
+    ],
+)
+def test_load_gnd_names_file_and_key(tmp_path, content, message):
+    path = write_pickle(tmp_path / "gnd_bad.pkl", content)
+    with pytest.raises(AsymretError, match=message) as raised:
+        load_gnd(path)
+    assert str(raised.value).startswith(str(path))
+
+
+def test_load_gnd_missing_file(tmp_path):
+    with pytest.raises(AsymretError, match=r"gnd_missing\.pkl: cannot read"):
+        load_gnd(tmp_path / "gnd_missing.pkl")
+
+
+def test_gnd_written_is_read_back_as_written(tmp_path):
+    imlist, qimlist = [f"db{i}" for i in range(5)], ["q0", "q1"]
+    gnd = [
+        {"bbx": [0.5, 1.0, 30.0, 20.25], "easy": [4, 0], "hard": [2], "junk": []},
+        {"easy": [], "hard": [1, 3], "junk": [0]},
+    ]
+    path = write_gnd(tmp_path / "gnd_toy.pkl", imlist, qimlist, gnd)
+    assert load_gnd(path) == {"imlist": imlist, "qimlist": qimlist, "gnd": gnd}
+
+
+def test_gnd_writer_hand_worked(tmp_path):
+    """Tuples and numpy values are written as plain lists of ints and floats, ``bbx`` first;
+    the folder is created; the pickle is protocol 3 unless asked otherwise."""
+    path = write_gnd(
+        tmp_path / "toy" / "gnd_toy.pkl",
+        ("a", "b", "c"),
+        ["q"],
+        [{"junk": [], "hard": (1,), "easy": np.array([2, 0]), "bbx": (1, 2, 30.5, np.int64(40))}],
+    )
+    assert path == tmp_path / "toy" / "gnd_toy.pkl" and path.read_bytes()[:2] == b"\x80\x03"
+    raw = load_pickle(path)
+    assert raw == {
+        "imlist": ["a", "b", "c"],
+        "qimlist": ["q"],
+        "gnd": [{"bbx": [1.0, 2.0, 30.5, 40.0], "easy": [2, 0], "hard": [1], "junk": []}],
+    }
+    assert list(raw["gnd"][0]) == ["bbx", "easy", "hard", "junk"]
+    assert [type(v) for v in raw["gnd"][0]["bbx"]] == [float] * 4
+    assert [type(i) for i in raw["gnd"][0]["easy"]] == [int, int]
+    assert load_gnd(path) == raw
+    again = write_gnd(tmp_path / "gnd_2.pkl", ["a"], [], [], protocol=2)
+    assert again.read_bytes()[:2] == b"\x80\x02" and load_gnd(again)["imlist"] == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("gnd", "message"),
+    [
+        ([], "'gnd' has 0 entries but 'qimlist' has 1"),
+        ([{"easy": [0], "junk": []}], r"gnd\[0\]: missing key 'hard'"),
+        ([{"easy": [1], "hard": [], "junk": []}], r"gnd\[0\]\['easy'\] holds index 1 outside"),
+        ([{"bbx": [1, 2], "easy": [0], "hard": [], "junk": []}], r"\['bbx'\] must be four"),
+    ],
+)
+def test_gnd_writer_refuses_what_the_reader_refuses(tmp_path, gnd, message):
+    path = tmp_path / "gnd_bad.pkl"
+    with pytest.raises(AsymretError, match=message) as raised:
+        write_gnd(path, ["a"], ["q"], gnd)
+    assert str(raised.value).startswith(str(path)) and not path.exists()
+
+
 def make_sfm(root, name="retrieval-toy"):
     directory = root / name
     cids = [f"{i:032x}" for i in range(1, 7)]
     for i, cid in enumerate(cids):
         write_image(directory / cid_to_relative_path(cid), 20, 16, seed=i)
     split = {"cids": cids, "cluster": [0, 0, 1, 1, 2, 2], "qidxs": [0, 2], "pidxs": [1, 3]}
-    with open(directory / f"{name}.pkl", "wb") as handle:
-        pickle.dump({"train": split, "val": split}, handle, protocol=3)
+    write_training_db(directory / f"{name}.pkl", split, split)
     return directory, cids
 
 
@@ -157,6 +258,58 @@ def test_sfm_reader_rejects_bad_dbs(tmp_path):
         TrainingDb.load("retrieval-toy", root=tmp_path)
     with pytest.raises(AsymretError, match="no 'val' split"):
         TrainingDb.load("retrieval-toy", "val", root=tmp_path)
+
+
+def test_training_db_written_is_read_back_as_written(tmp_path):
+    """Hand-worked: the splits come back as written, each image under
+    ``ims/<cid[-2:]>/<cid[-4:-2]>/<cid[-6:-4]>/<cid>``."""
+    cids = ["00112233445566778899aabbccddeeff", "0123456789abcdef0123456789abcdef", "ffee01"]
+    train = {"cids": cids[:2], "cluster": [7, 7], "qidxs": [0, 1], "pidxs": [1, 0]}
+    val = {"cids": cids[2:], "cluster": np.array([3]), "qidxs": (), "pidxs": []}
+    path = write_training_db(tmp_path / "retrieval-toy" / "retrieval-toy.pkl", train, val)
+    assert path.read_bytes()[:2] == b"\x80\x03"
+    raw = load_pickle(path)
+    assert raw == {
+        "train": train,
+        "val": {"cids": ["ffee01"], "cluster": [3], "qidxs": [], "pidxs": []},
+    }
+    assert list(raw) == ["train", "val"]
+    assert list(raw["train"]) == ["cids", "cluster", "qidxs", "pidxs"]
+    assert [type(c) for c in raw["val"]["cluster"]] == [int]
+    db = TrainingDb.load("retrieval-toy", "train", root=tmp_path)
+    assert db.split == "train" and db.cids == cids[:2] and db.clusters.tolist() == [7, 7]
+    assert db.query_indices.tolist() == [0, 1] and db.positive_indices.tolist() == [1, 0]
+    folder = tmp_path / "retrieval-toy"
+    assert db.paths == [folder / "ims/ff/ee/dd" / cids[0], folder / "ims/ef/cd/ab" / cids[1]]
+    val_db = TrainingDb.load("retrieval-toy", "val", root=tmp_path)
+    assert val_db.cids == ["ffee01"] and val_db.clusters.tolist() == [3]
+    assert val_db.query_indices.tolist() == [] and val_db.paths == [folder / "ims/01/ee/ff/ffee01"]
+
+
+def test_whitening_db_written_is_read_back_as_written(tmp_path):
+    pairs = {"cids": ["a", "b", "c"], "qidxs": [0, 2], "pidxs": [1, 1]}
+    path = write_whitening_db(tmp_path / "toy-whiten.pkl", pairs, protocol=2)
+    assert load_pickle(path) == pairs, "no cluster key unless one is given"
+    db = read_whitening_db(path)
+    assert db.split == "whiten" and db.cids == ["a", "b", "c"] and db.clusters.tolist() == [-1] * 3
+    assert db.query_indices.tolist() == [0, 2] and db.positive_indices.tolist() == [1, 1]
+    clustered = write_whitening_db(tmp_path / "c-whiten.pkl", {**pairs, "cluster": [5, 5, 6]})
+    assert list(load_pickle(clustered)) == ["cids", "cluster", "qidxs", "pidxs"]
+    assert read_whitening_db(clustered).clusters.tolist() == [5, 5, 6]
+
+
+def test_training_and_whitening_db_writers_refuse_what_the_readers_refuse(tmp_path):
+    split = {"cids": ["a", "b"], "cluster": [0, 0], "qidxs": [0], "pidxs": [1]}
+    path = tmp_path / "db.pkl"
+    with pytest.raises(AsymretError, match=r"db\.pkl: split 'val' lacks cluster"):
+        write_training_db(path, split, {"cids": ["c"], "qidxs": [], "pidxs": []})
+    with pytest.raises(AsymretError, match=r"split 'train': pidxs out of range 0\.\.1"):
+        write_training_db(path, {**split, "pidxs": [2]}, split)
+    with pytest.raises(AsymretError, match=r"whitening db lacks pidxs"):
+        write_whitening_db(path, {"cids": ["a"], "qidxs": [0]})
+    with pytest.raises(AsymretError, match=r"2 qidxs but 1 pidxs"):
+        write_whitening_db(path, {"cids": ["a"], "qidxs": [0, 0], "pidxs": [0]})
+    assert not path.exists()
 
 
 def test_unreadable_training_images_can_be_skipped_and_counted(tmp_path):

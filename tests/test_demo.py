@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from asymret.data.synthetic import synth_config
+from asymret.data.synth import synth_config
 from asymret.demo import EVALUATION_FILE, PLANS, STUDENTS, DemoRun
 from asymret.features import FeatureStore
 from asymret.train.loop import Trainer
@@ -66,7 +66,8 @@ def test_demo_reports_reuses_finished_parts_and_survives_ctrl_c(tmp_path, monkey
             if row["role"] == "student-alone" and key.startswith("asym"):
                 continue
             assert 0.0 <= float(row[key]) <= 100.0
-    bank = np.asarray(FeatureStore.open(out / "teacher-vectors" / "train").vectors)
+    [bank_store] = (out / "teacher-vectors" / "retrieval-synth-train").iterdir()
+    bank = np.asarray(FeatureStore.open(bank_store).vectors)
     assert np.linalg.norm(bank.mean(0)) < 0.1, "the teacher's vectors are centred"
     html = files["html"].read_text()
     assert 'id="results"' in html and 'id="picture-grid"' in html

@@ -6,11 +6,11 @@ downloads reach it through the ``mirror`` option, which keeps the official URL p
 
 import hashlib
 import io
-import pickle
 import random
 import re
 import socket
 import tarfile
+import tempfile
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +28,8 @@ from asymret.data.download import (
     download_file,
     extract_archive,
 )
+from asymret.data.revisitop import write_gnd
+from asymret.data.sfm120k import write_training_db, write_whitening_db
 from asymret.errors import AsymretError
 from asymret.safe_pickle import load_pickle
 
@@ -130,9 +132,15 @@ def _tar_gz(entries: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
+def _written(write, *arguments, **options) -> bytes:
+    """The bytes of the file that ``write(path, *arguments, **options)`` writes."""
+    with tempfile.TemporaryDirectory() as folder:
+        return write(Path(folder) / "file.pkl", *arguments, **options).read_bytes()
+
+
 def _gnd(imlist: list[str], qimlist: list[str]) -> bytes:
     queries = [{"bbx": [0.0, 0.0, 4.0, 3.0], "easy": [0], "hard": [], "junk": []}] * len(qimlist)
-    return pickle.dumps({"imlist": imlist, "qimlist": qimlist, "gnd": queries}, protocol=2)
+    return _written(write_gnd, imlist, qimlist, queries, protocol=2)
 
 
 def _serve_roxford5k(server: _FileServer) -> dict[str, bytes]:
@@ -256,15 +264,14 @@ def test_sfm120k_layout(server, tmp_path):
     cids = ["7d8bcad8b0d5d7a3d23bb6e96baad03b", "00a1b2c3d4e5f60718293a4b5c6d7e8f", "ffee01"]
     images = {cid: _jpeg(i) for i, cid in enumerate(cids)}
     spec = DATASETS["sfm120k"]
-    db = {
-        "train": {"cids": cids[:2], "cluster": [0, 1], "qidxs": [0], "pidxs": [1]},
-        "val": {"cids": cids[2:], "cluster": [2], "qidxs": [], "pidxs": []},
-    }
-    whiten = {"cids": cids, "qidxs": [0], "pidxs": [1]}
+    db = _written(
+        write_training_db,
+        {"cids": cids[:2], "cluster": [0, 1], "qidxs": [0], "pidxs": [1]},
+        {"cids": cids[2:], "cluster": [2], "qidxs": [], "pidxs": []},
+    )
+    whiten = _written(write_whitening_db, {"cids": cids, "qidxs": [0], "pidxs": [1]})
     for remote in spec.files:
-        server.serve(
-            remote.url, pickle.dumps(db if remote.filename.endswith("120k.pkl") else whiten)
-        )
+        server.serve(remote.url, db if remote.filename.endswith("120k.pkl") else whiten)
     server.serve(
         spec.archives[0].url,
         _tar_gz({f"{c[-2:]}/{c[-4:-2]}/{c[-6:-4]}/{c}": data for c, data in images.items()}),

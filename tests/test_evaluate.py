@@ -2,7 +2,6 @@
 
 import json
 import math
-import pickle
 import re
 from pathlib import Path
 
@@ -10,19 +9,19 @@ import numpy as np
 import pytest
 import torch
 
+from asymret.data.revisitop import load_gnd, write_gnd
 from asymret.errors import AsymretError
 from asymret.evaluate import (
     PROTOCOLS,
     compute_map,
     compute_map_from_features,
     database_positions,
-    evaluate_feature_files,
     evaluate_retrieval,
-    load_gnd,
     precision_recall_points,
     protocol_ground_truth,
     rank_database,
 )
+from asymret.feature_files import evaluate_feature_files
 
 SHARED_REVISITOP = Path(__file__).resolve().parents[2] / "shared" / "data" / "revisitop"
 KAPPAS = (1, 5, 10)
@@ -482,58 +481,9 @@ def test_bad_kappas_and_protocol_are_refused():
         protocol_ground_truth(gnd, "medum")
 
 
-def write_pickle(path, obj):
-    path.write_bytes(pickle.dumps(obj))
-    return path
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        ([1, 2], "expected a dict, got list"),
-        ({"imlist": ["a"], "qimlist": ["q"]}, "missing key 'gnd'"),
-        ({"imlist": "a", "qimlist": ["q"], "gnd": []}, "'imlist' must be a list, got str"),
-        ({"imlist": ["a"], "qimlist": ["q"], "gnd": []}, "'gnd' has 0 entries but 'qimlist' has 1"),
-        (
-            {"imlist": ["a"], "qimlist": ["q"], "gnd": [{"easy": [0], "junk": []}]},
-            r"gnd\[0\]: missing key 'hard'",
-        ),
-        (
-            {"imlist": ["a"], "qimlist": ["q"], "gnd": [{"easy": [1], "hard": [], "junk": []}]},
-            r"gnd\[0\]\['easy'\] holds index 1 outside imlist \(1 images\)",
-        ),
-        (
-            {"imlist": ["a"], "qimlist": ["q"], "gnd": [{"easy": ["x"], "hard": [], "junk": []}]},
-            r"gnd\[0\]\['easy'\] must be a list of integer indices",
-        ),
-        (
-            {
-                "imlist": ["a"],
-                "qimlist": ["q"],
-                "gnd": [{"bbx": [1, 2], "easy": [0], "hard": [], "junk": []}],
-            },
-            r"gnd\[0\]\['bbx'\] must be four numbers",
-        ),
-    ],
-)
-def test_load_gnd_names_file_and_key(tmp_path, content, message):
-    path = write_pickle(tmp_path / "gnd_bad.pkl", content)
-    with pytest.raises(AsymretError, match=message) as raised:
-        load_gnd(path)
-    assert str(raised.value).startswith(str(path))
-
-
-def test_load_gnd_missing_file(tmp_path):
-    with pytest.raises(AsymretError, match=r"gnd_missing\.pkl: cannot read"):
-        load_gnd(tmp_path / "gnd_missing.pkl")
-
-
 def test_evaluate_feature_files(tmp_path):
     queries, database, gnd_list = small_problem()
-    gnd_path = write_pickle(
-        tmp_path / "gnd.pkl",
-        {"imlist": [f"i{i}" for i in range(10)], "qimlist": ["q0", "q1"], "gnd": gnd_list},
-    )
+    gnd_path = write_gnd(tmp_path / "gnd.pkl", [f"i{i}" for i in range(10)], ["q0", "q1"], gnd_list)
     np.save(tmp_path / "queries.npy", queries)
     np.save(tmp_path / "database.npy", database)
     result = evaluate_feature_files(gnd_path, tmp_path / "queries.npy", tmp_path / "database.npy")

@@ -33,6 +33,7 @@ from asymret.features import (
     thumbnail_size,
 )
 from asymret.models import Teacher, create_model, save_model
+from counting import ForwardCounter
 
 IMSIZE = 64
 # (width, height, crop box): landscape and portrait, already small, never enlarged, extreme
@@ -89,28 +90,6 @@ def reference_vectors(net, images: ImageList, scales=(1.0,)) -> torch.Tensor:
             vector = (total / len(scales)).pow(1.0 / power)
             rows.append(vector / vector.norm())
     return torch.stack(rows)
-
-
-class ForwardCounter:
-    """Counts images through a network's forward; optionally raises after ``limit`` images."""
-
-    def __init__(self, net, limit: int | None = None):
-        self.images = 0
-        self.shapes: list[tuple[int, ...]] = []
-        self.training: list[bool] = []
-        self.limit = limit
-        self.handle = net.register_forward_pre_hook(self)
-
-    def __call__(self, module, inputs):
-        batch = inputs[0]
-        if self.limit is not None and self.images + len(batch) > self.limit:
-            raise RuntimeError("simulated crash")
-        self.images += len(batch)
-        self.shapes.append(tuple(batch.shape))
-        self.training.append(module.training)
-
-    def remove(self):
-        self.handle.remove()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,9 @@ import torch
 from asymret.errors import AsymretError
 from asymret.mining import (
     EpochSample,
+    check_backend,
     epoch_generator,
+    epoch_tuples,
     hard_negative_tuples,
     mine_hard_negatives,
     random_negative_tuples,
@@ -448,3 +450,74 @@ def test_sample_images_draws_distinct_images_without_pairs():
     assert sorted(everything.query_indices.tolist()) == list(range(100))
     with pytest.raises(AsymretError, match="num_images_per_epoch"):
         sample_images(-1, 100, epoch_generator(0, 0))
+
+
+def test_epoch_tuples_compose_the_sample_and_the_miners():
+    rng = np.random.default_rng(37)
+    clusters, queries, positives = sfm_like_pairs(rng)
+    bank = rng.normal(size=(1000, 8)).astype(np.float32)
+    student = rng.normal(size=(1000, 8)).astype(np.float32)
+    requested = []
+
+    def read_student(indices):
+        requested.append(indices.clone())
+        return torch.from_numpy(student[indices.numpy()])
+
+    settings = {"num_pairs": 50, "pool_size": 300, "num_negatives": 4}
+    tuples = epoch_tuples(3, 2, queries, positives, clusters, feature_bank=bank,
+                          query_vectors=read_student, **settings)
+    generator = epoch_generator(3, 2)
+    sample = sample_epoch(50, 300, queries, positives, 1000, generator)
+    expected = reference_hard_negatives(
+        student[sample.query_indices.numpy()], clusters[sample.query_indices.numpy()],
+        bank[sample.pool_indices.numpy()], clusters[sample.pool_indices.numpy()], 4,
+    )
+    np.testing.assert_array_equal(tuples.negative_indices.numpy(),
+                                  sample.pool_indices.numpy()[expected])
+    assert torch.equal(tuples.query_indices, sample.query_indices)
+    assert [r.tolist() for r in requested] == [sample.query_indices.tolist()], "queries only"
+
+    symmetric = epoch_tuples(3, 2, queries, positives, clusters, query_vectors=read_student,
+                             pool_vectors=read_student, **settings)
+    assert requested[-1].tolist() == sample.pool_indices.tolist(), "queries, then the pool"
+    by_hand = hard_negative_tuples(sample, clusters, None, 4, query_vectors=read_student,
+                                   pool_vectors=torch.from_numpy(student[sample.pool_indices]))
+    assert torch.equal(symmetric.negative_indices, by_hand.negative_indices)
+
+    random = epoch_tuples(3, 2, queries, positives, clusters, negatives="random", **settings)
+    sample = sample_epoch(50, 300, queries, positives, 1000, generator := epoch_generator(3, 2))
+    assert torch.equal(random.negative_indices,
+                       random_negative_tuples(sample, clusters, 4, generator).negative_indices)
+    pairs_only = epoch_tuples(3, 2, queries, positives, clusters, negatives="none", **settings)
+    assert pairs_only.negative_indices.shape == (50, 0)
+
+
+def test_epoch_tuples_errors_are_specific():
+    clusters = np.arange(10) % 5
+    pairs = ([0, 1, 2], [5, 6, 7])
+    bank = np.eye(10, dtype=np.float32)
+    with pytest.raises(AsymretError, match="negatives='semi'"):
+        epoch_tuples(0, 0, *pairs, clusters, negatives="semi", feature_bank=bank)
+    with pytest.raises(AsymretError, match=r"epoch 1 has fewer than 3 clusters.*pool_size"):
+        epoch_tuples(0, 1, *pairs, clusters, pool_size=2, num_negatives=3, feature_bank=bank)
+    with pytest.raises(AsymretError, match="pass feature_bank, or both"):
+        epoch_tuples(0, 0, *pairs, clusters, num_negatives=1, query_vectors=lambda i: bank[i])
+    with pytest.raises(AsymretError, match=r"pool_vectors: expected 10 rows .*got 2"):
+        epoch_tuples(0, 0, *pairs, clusters, num_negatives=1, feature_bank=bank,
+                     pool_vectors=lambda indices: bank[:2])
+    with pytest.raises(AsymretError, match="clusters has 10 rows but the sample indexes image 12"):
+        sample = EpochSample(torch.tensor([0]), torch.tensor([12]), torch.tensor([1]),
+                             torch.arange(3))
+        hard_negative_tuples(sample, clusters, None, 1, query_vectors=bank[:1],
+                             pool_vectors=bank[:3])
+
+
+def test_check_backend_refuses_what_cannot_run(monkeypatch):
+    check_backend("torch", "cuda:1")
+    with pytest.raises(AsymretError, match="unknown mining backend 'annoy'"):
+        check_backend("annoy")
+    with pytest.raises(AsymretError, match="faiss backend runs on the CPU, got device 'cuda:1'"):
+        check_backend("faiss", torch.device("cuda:1"))
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    with pytest.raises(AsymretError, match="pip install faiss-cpu"):
+        check_backend("faiss", "cpu")

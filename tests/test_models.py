@@ -1,5 +1,8 @@
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import timm
@@ -20,10 +23,7 @@ from asymret.models import (
     save_model,
 )
 
-
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 def randomise_batchnorm(module: nn.Module) -> None:
@@ -46,6 +46,54 @@ def test_names_parse_into_configs():
     for bad in ("resnet101", "resnet101-avg", "not_a_net-gem", "resnet101-gem-x"):
         with pytest.raises(AsymretError, match=bad.split("-")[0]):
             parse_model_name(bad)
+
+
+OFFLINE_REGISTRATION = textwrap.dedent("""
+    import timm
+
+    lite_cfg = timm.models.get_pretrained_cfg("tf_efficientnet_lite0").to_dict()
+    pretrained = timm.list_models(pretrained=True)
+
+    import asymret.models
+    from asymret.models import registry
+
+    assert registry.OFFLINE_PRETRAINED == {}, registry.OFFLINE_PRETRAINED
+    assert registry.OFFLINE_NORMALISATION == {}, registry.OFFLINE_NORMALISATION
+    assert timm.models.get_pretrained_cfg("tf_efficientnet_lite0").to_dict() == lite_cfg
+    assert timm.list_models(pretrained=True) == pretrained
+
+    asymret.models.register_offline_weights()
+    lites = {f"tf_efficientnet_lite{variant}" for variant in (0, 1, 2)}
+    assert set(registry.OFFLINE_PRETRAINED) == set(registry.OFFLINE_NORMALISATION) == lites
+    weights = dict(registry.OFFLINE_PRETRAINED)
+    normalisations = dict(registry.OFFLINE_NORMALISATION)
+    asymret.models.register_offline_weights()
+    assert registry.OFFLINE_PRETRAINED == weights  # the very same functions: idempotent
+    assert registry.OFFLINE_NORMALISATION == normalisations
+    assert timm.models.get_pretrained_cfg("tf_efficientnet_lite0").to_dict() == lite_cfg
+    assert timm.list_models(pretrained=True) == pretrained
+    print("ok")
+""")
+
+
+def test_importing_models_registers_no_offline_weights_until_asked():
+    result = subprocess.run(
+        [sys.executable, "-c", OFFLINE_REGISTRATION], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_parsing_a_name_registers_the_offline_normalisation_first():
+    script = (
+        "from asymret.models import parse_model_name\n"
+        "print(parse_model_name('tf_efficientnet_lite0-gem').mean[0])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) == pytest.approx(127 / 255)
 
 
 @pytest.mark.parametrize(

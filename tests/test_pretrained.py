@@ -9,7 +9,12 @@ import torch.nn.functional as F
 from skimage import data
 
 from asymret.errors import AsymretError
-from asymret.models import OFFLINE_PRETRAINED, create_model, load_lite_classifier
+from asymret.models import (
+    OFFLINE_PRETRAINED,
+    create_model,
+    load_lite_classifier,
+    register_offline_weights,
+)
 from asymret.models.pretrained import (
     LITE_CHECKPOINTS,
     LITE_MEAN,
@@ -25,9 +30,7 @@ CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 COFFEE_CLASSES = {967, 968, 504}  # espresso, cup, coffee mug
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 def package_network(variant: int, image_size: int) -> torch.nn.Module:
@@ -90,6 +93,7 @@ def test_create_model_loads_the_mapped_trunk(name, variant, dim):
 
 
 def test_every_lite_variant_is_registered_offline():
+    register_offline_weights()
     assert {c.arch for c in LITE_CHECKPOINTS.values()} <= OFFLINE_PRETRAINED.keys()
 
 

@@ -10,19 +10,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from asymret.data import synthetic
-from asymret.data.synthetic import (
+from asymret.data.revisitop import load_gnd
+from asymret.data.synth import (
     GND_FILE,
     META_FILE,
     MIN_QUERY_POSITIVES,
+    SYNTH_VERSION,
     TEST_DIR,
     TRAIN_DB_FILE,
     TRAIN_DIR,
     generate_synth,
     synth_config,
 )
+from asymret.data.synth.geometry import _landmark_geometry, _plan_landmark, _wall_extent
+from asymret.data.synth.labels import _label_database, _query_region
+from asymret.data.synth.scene import _observe
+from asymret.data.synth.streams import _ROLE_QUERY
+from asymret.data.synth.views import _landmark_view, _query_spots, _Spot
 from asymret.errors import AsymretError
-from asymret.evaluate import load_gnd
 from asymret.safe_pickle import load_pickle
 
 TINY = synth_config(
@@ -40,6 +45,9 @@ TINY = synth_config(
     street_images=3,
     photo_images=2,
 )
+
+SMALL_DIGEST = "23804c163163038b620e79a45823a19014c2d441ffb4d2fc613e6ecb80c59ef6"
+"""sha256 (see :func:`_tree_digest`) of the ``small`` benchmark of seed 0, 343 files."""
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +79,13 @@ def _digests(root: Path) -> dict[str, str]:
     }
 
 
+def _tree_digest(root: Path) -> str:
+    """sha256 over every file under ``root``: its relative path and the sha256 of its bytes,
+    one ``<path>\\0<sha256>\\n`` line per file in sorted order."""
+    lines = (f"{name}\0{digest}\n" for name, digest in sorted(_digests(root).items()))
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
 def _cid_path(root: Path, cid: str) -> Path:
     return root / TRAIN_DIR / "ims" / cid[-2:] / cid[-4:-2] / cid[-6:-4] / cid
 
@@ -85,6 +100,13 @@ def test_same_seed_gives_byte_identical_files_whatever_the_worker_count(small, t
     first, second = _digests(small), _digests(again)
     assert len(first) > 300
     assert first == second
+
+
+def test_output_digest(small):
+    """Every file of ``generate_synth(seed=0, size="small")``, byte for byte, as recorded
+    before the generator was split into modules; a change here needs a new SYNTH_VERSION."""
+    assert len(_digests(small)) == 343
+    assert _tree_digest(small) == SMALL_DIGEST
 
 
 def test_another_seed_gives_other_files(tmp_path):
@@ -145,7 +167,7 @@ def test_training_db_is_an_sfm120k_pickle_with_its_images(small, train_db):
 
 def test_meta_records_seed_size_and_version(small, meta, gnd, train_db):
     assert meta["seed"] == 0 and meta["size"] == "small"
-    assert meta["version"] == synthetic.SYNTH_VERSION
+    assert meta["version"] == SYNTH_VERSION
     assert meta["config"] == asdict(synth_config("small"))
     assert meta["counts"]["database"] == len(gnd["imlist"])
     assert meta["counts"]["train_pairs"] == len(train_db["train"]["qidxs"])
@@ -204,29 +226,27 @@ def test_training_pairs_join_two_images_of_one_landmark(train_db):
 
 def test_labels_follow_viewpoint_change_and_overlap():
     config = synth_config("small")
-    plan = synthetic._plan_landmark(0, 7)
-    geometry = synthetic._landmark_geometry(plan)
-    front = replace(synthetic._query_spots(0, plan, config, 1)[0], yaw=0.0)
+    plan = _plan_landmark(0, 7)
+    geometry = _landmark_geometry(plan)
+    front = replace(_query_spots(0, plan, config, 1)[0], yaw=0.0)
     assert front.quad == 0
 
     def calm_view(number, spot):
-        key = (plan.landmark_id, synthetic._ROLE_QUERY, number)  # no occluders, normal light
-        return synthetic._landmark_view(0, key, "", plan, spot, config)
+        key = (plan.landmark_id, _ROLE_QUERY, number)  # no occluders, normal light
+        return _landmark_view(0, key, "", plan, spot, config)
 
     query = calm_view(0, front)
-    region, _ = synthetic._query_region(query, geometry, front)
-    query_seen = synthetic._observe(query, geometry)
+    region, _ = _query_region(query, geometry, front)
+    query_seen = _observe(query, geometry)
     candidates = {
         "same spot": front,
-        "strong yaw": synthetic._Spot(0, front.region, np.radians(55), 0.8, 1.7),
-        "far away": synthetic._Spot(0, front.region, 0.0, 0.1, 1.7),
-        "back wall": synthetic._Spot(
-            2, (0.0, 0.0, *synthetic._wall_extent(geometry.quads[2])), 0.0, 0.8, 1.7
-        ),
+        "strong yaw": _Spot(0, front.region, np.radians(55), 0.8, 1.7),
+        "far away": _Spot(0, front.region, 0.0, 0.1, 1.7),
+        "back wall": _Spot(2, (0.0, 0.0, *_wall_extent(geometry.quads[2])), 0.0, 0.8, 1.7),
     }
     labels = {
-        name: synthetic._label_database(
-            region, query_seen, geometry, [synthetic._observe(calm_view(k + 1, spot), geometry)]
+        name: _label_database(
+            region, query_seen, geometry, [_observe(calm_view(k + 1, spot), geometry)]
         )[0]
         for k, (name, spot) in enumerate(candidates.items())
     }

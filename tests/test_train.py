@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from asymret.errors import AsymretError
+from asymret.features import FeatureStore, model_fingerprint
 from asymret.losses import base as loss_registry
 from asymret.losses import build_loss
 from asymret.losses.contrastive import ContrastiveLoss
@@ -19,21 +20,9 @@ from asymret.train import TrainingDiverged, load_config, train
 from asymret.train.config import parse_overrides
 from asymret.train.projection import fit_ridge
 from asymret.train.steps import forward_by_size, tuple_references
-from train_fixtures import STUDENT, make_teacher, make_training_data, write_config
+from train_fixtures import STUDENT, make_teacher, write_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_training_data(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    return make_teacher(tmp_path_factory.mktemp("teacher") / "teacher")
 
 
 def read_log(run_dir: Path) -> list[dict]:
@@ -175,7 +164,10 @@ def test_asymmetric_training_writes_student_logs_and_validation(tmp_path, data_r
         settings = {row["setting"] for row in csv.DictReader(handle)}
     assert settings == {"symmetric", "asymmetric", "teacher"}
     assert yaml.safe_load((out / "config.yaml").read_text())["optim"]["batch_size"] == 4
-    assert (out / "teacher" / "train" / "meta.json").is_file()
+    [bank] = (out / "teacher" / "retrieval-tiny-train").iterdir()
+    assert (bank / "meta.json").is_file() and bank.name.endswith("-32px")
+    [validation] = (out / "teacher" / "tiny").iterdir()
+    assert (validation / "queries" / "meta.json").is_file()
 
 
 def test_batchnorm_statistics_stay_frozen(tmp_path, data_root, teacher_dir):
@@ -372,18 +364,17 @@ def test_teacher_dimension_mismatch_is_refused_before_training(tmp_path, data_ro
     assert not (out / "checkpoints" / "last.pt").exists()
 
 
-def test_feature_bank_from_another_teacher_is_refused(tmp_path, data_root, teacher_dir):
+def test_a_shared_teacher_bank_keeps_each_teacher_apart(tmp_path, data_root, teacher_dir):
     bank = tmp_path / "bank"
-    first = load_config(write_config(tmp_path / "a.yaml", data_root, tmp_path / "a", teacher_dir,
-                                     optim={"epochs": 1}, data={"val_sets": []},
-                                     run={"teacher_bank": str(bank)}))
-    train(first)
     other = make_teacher(tmp_path / "other", seed=7)
-    second = load_config(write_config(tmp_path / "b.yaml", data_root, tmp_path / "b", other,
-                                      optim={"epochs": 1}, data={"val_sets": []},
-                                      run={"teacher_bank": str(bank)}))
-    with pytest.raises(AsymretError, match=str(bank / "train")):
-        train(second)
+    for name, teacher in (("a", teacher_dir), ("b", other)):
+        train(load_config(write_config(tmp_path / f"{name}.yaml", data_root, tmp_path / name,
+                                       teacher, optim={"epochs": 1}, data={"val_sets": []},
+                                       run={"teacher_bank": str(bank)})))
+    stores = sorted((bank / "retrieval-tiny-train").iterdir())
+    assert len(stores) == 2
+    fingerprints = {FeatureStore.open(s).meta["model"]["fingerprint"] for s in stores}
+    assert fingerprints == {model_fingerprint(load_model(t)) for t in (teacher_dir, other)}
 
 
 def test_existing_run_needs_resume(tmp_path, data_root, teacher_dir):

@@ -10,16 +10,18 @@ import pytest
 import torch
 from PIL import Image
 
+from asymret.bank import store_name
 from asymret.cli import main
 from asymret.data import load_test_set, load_whitening_pairs
 from asymret.data.image_list import ImageList
-from asymret.data.sfm120k import load_whitening_db, read_whitening_db
+from asymret.data.sfm120k import load_whitening_db, read_whitening_db, write_whitening_db
 from asymret.errors import AsymretError
 from asymret.evaluate import compute_map, evaluate_retrieval, protocol_ground_truth
 from asymret.features import META_FILE, extract_to_store, extract_vectors
 from asymret.models import import_reference_checkpoint, load_model
 from asymret.models.checkpoint import reference_whitenings
-from asymret.retrieval import evaluate_networks, network_whitening, store_name
+from asymret.retrieval import evaluate_networks, network_whitening
+from counting import ForwardCounter
 from test_models import save_reference_checkpoint
 from test_whitening import reference_apply, reference_whitening
 from train_fixtures import make_teacher, make_training_data
@@ -31,16 +33,12 @@ SCALES = (1.0, 0.7071, 0.5)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def write_whiten_pkl(root, name="retrieval-tiny", folder=None, **changes):
-    """``<root>/<folder>/<name>-whiten.pkl`` from the training db of make_training_data: its
-    train split at the top level, as the official whitening dbs; ``changes`` edit it."""
+def write_whiten_pkl(root):
+    """``<root>/retrieval-tiny/retrieval-tiny-whiten.pkl`` from the training db of
+    make_training_data: its train split at the top level, as the official whitening dbs."""
     train = pickle.loads((root / "retrieval-tiny" / "retrieval-tiny.pkl").read_bytes())["train"]
-    db = {**train, **changes}
-    db = {key: value for key, value in db.items() if value is not None}
-    path = root / (folder or name) / f"{name}-whiten.pkl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps(db, protocol=2))
-    return path, train
+    return write_whitening_db(root / "retrieval-tiny" / "retrieval-tiny-whiten.pkl", train,
+                              protocol=2)
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +48,6 @@ def world(tmp_path_factory):
     write_whiten_pkl(root)
     models = tmp_path_factory.mktemp("models")
     return root, make_teacher(models / "teacher"), make_teacher(models / "student", seed=5)
-
-
-class ForwardCounter:
-    def __init__(self, net):
-        self.images = 0
-        self.handle = net.register_forward_pre_hook(self)
-
-    def __call__(self, module, inputs):
-        self.images += len(inputs[0])
 
 
 # --- Whitening dbs -------------------------------------------------------------------------
@@ -78,8 +67,8 @@ def test_whiten_pkl_reader_gives_pairs_and_sfm_paths(world, tmp_path):
     sfm = tmp_path / "retrieval-SfM-120k"
     sfm.mkdir()
     (sfm / "ims").symlink_to(root / "retrieval-tiny" / "ims")
-    (sfm / "retrieval-SfM-30k-whiten.pkl").write_bytes(
-        pickle.dumps({"cids": train["cids"], "qidxs": [0, 2], "pidxs": [1, 3]}))
+    write_whitening_db(sfm / "retrieval-SfM-30k-whiten.pkl",
+                       {"cids": train["cids"], "qidxs": [0, 2], "pidxs": [1, 3]})
     label, thirty = load_whitening_pairs("retrieval-SfM-30k", tmp_path)
     assert label == "retrieval-SfM-30k-whiten" and thirty.positive_indices.tolist() == [1, 3]
     assert thirty.paths[0] == sfm / "ims" / db.paths[0].relative_to(root / "retrieval-tiny" / "ims")
@@ -180,7 +169,7 @@ def test_whitening_is_learned_on_the_database_side_and_applied_to_both(world, tm
         for protocol in expected:
             assert results.raw[setting].map[protocol] == pytest.approx(raw.map[protocol])
     assert results.whitenings["student"].store == (
-        tmp_path / "cache" / "retrieval-tiny-whiten" / store_name(student))
+        tmp_path / "cache" / "retrieval-tiny-whiten" / store_name(student, IMSIZE, SCALES))
     assert results.whitenings["student"].whitening.mean.tolist() != (
         results.whitenings["teacher"].whitening.mean.tolist())
 
@@ -188,7 +177,7 @@ def test_whitening_is_learned_on_the_database_side_and_applied_to_both(world, tm
     counter = ForwardCounter(teacher)
     again = network_whitening(teacher, "retrieval-tiny", tmp_path / "cache", root=root,
                               **options)
-    counter.handle.remove()
+    counter.remove()
     assert counter.images == 0
     np.testing.assert_array_equal(again.whitening.projection,
                                   results.whitenings["teacher"].whitening.projection)
@@ -284,7 +273,7 @@ def test_stored_reference_whitening_is_used_instead_of_learning(world, tmp_path,
     results = evaluate_networks(dataset, net, None, tmp_path / "cache",
                                 whitening="retrieval-tiny", root=root, imsize=IMSIZE,
                                 progress=False)
-    counter.handle.remove()
+    counter.remove()
     assert counter.images == len(dataset.qimlist) + len(dataset.imlist), "test set only"
     queries = extract_vectors(net, dataset.query_images(IMSIZE), progress=False).numpy()
     database = extract_vectors(net, dataset.database_images(IMSIZE), progress=False).numpy()
@@ -372,7 +361,7 @@ def test_stores_record_precision_and_refuse_to_mix(world, tmp_path):
     (tmp_path / "fp32" / META_FILE).write_text(json.dumps(meta))
     counter = ForwardCounter(net)
     extract_to_store(net, images, ids, tmp_path / "fp32", progress=False)
-    counter.handle.remove()
+    counter.remove()
     assert counter.images == 0
     with pytest.raises(AsymretError, match=r"preprocessing\.precision \(stored None"):
         extract_to_store(net, images, ids, tmp_path / "fp32", amp=True, progress=False)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 import yaml
 from PIL import Image
 
-from asymret.data.sfm120k import cid_to_relative_path
+from asymret.data.revisitop import write_gnd
+from asymret.data.sfm120k import cid_to_relative_path, write_training_db
 from asymret.models import create_model, save_model
 
 STUDENT = "test_efficientnet-gem-16"
@@ -49,7 +49,7 @@ def make_training_data(root: Path, clusters: int = 8, per_cluster: int = 4, seed
     queries = [i + v for i in first for v in range(per_cluster - 1)]
     positives = [q + 1 for q in queries]
     split = {"cids": cids, "cluster": cluster_ids, "qidxs": queries, "pidxs": positives}
-    (db_dir / "retrieval-tiny.pkl").write_bytes(pickle.dumps({"train": split, "val": split}))
+    write_training_db(db_dir / "retrieval-tiny.pkl", split, split)
 
     test_dir = root / "tiny" / "jpg"
     test_dir.mkdir(parents=True)
@@ -64,8 +64,7 @@ def make_training_data(root: Path, clusters: int = 8, per_cluster: int = 4, seed
         start = 3 * landmark
         gnd.append({"bbx": [2.0, 2.0, 34.0, 28.0], "easy": [start, start + 1],
                     "hard": [start + 2], "junk": []})
-    annotation = {"imlist": imlist, "qimlist": qimlist, "gnd": gnd}
-    (root / "tiny" / "gnd_tiny.pkl").write_bytes(pickle.dumps(annotation, protocol=3))
+    write_gnd(root / "tiny" / "gnd_tiny.pkl", imlist, qimlist, gnd)
 
 
 def make_teacher(path: Path, name: str = STUDENT, seed: int = 1) -> Path:

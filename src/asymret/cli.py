@@ -40,7 +40,7 @@ def _add_command(
 
 
 def _cmd_evaluate_features(args: argparse.Namespace) -> int:
-    from asymret.evaluate import evaluate_feature_files
+    from asymret.feature_files import evaluate_feature_files
 
     result = evaluate_feature_files(args.gnd, args.queries, args.database)
     print(json.dumps(result.to_dict()) if args.json else result.format_table())
@@ -107,7 +107,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
-    from asymret.data.synthetic import generate_synth
+    from asymret.data.synth import generate_synth
 
     out = generate_synth(Path(args.out), seed=args.seed, size=args.size,
                          overwrite=args.overwrite, progress=not args.quiet)
@@ -143,20 +143,23 @@ def _add_precision_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _extract_options(args: argparse.Namespace) -> dict:
-    return dict(imsize=args.imsize, scales=args.scales, distractors_root=args.root,
-                with_distractors=args.distractors, device=args.device,
-                batch_size=args.batch_size, num_workers=args.workers,
+    return dict(device=args.device, batch_size=args.batch_size, num_workers=args.workers,
                 amp=args.precision == "bf16")
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
+    from asymret.bank import extract_test_set
     from asymret.data import load_test_set
+    from asymret.data.revisitop import distractor_paths
     from asymret.models import load_network
-    from asymret.retrieval import extract_test_set
 
     net = load_network(args.model, args.root, pretrained=args.pretrained)
     dataset = load_test_set(args.dataset, args.root)
-    queries, database = extract_test_set(net, dataset, args.out, **_extract_options(args))
+    distractors = distractor_paths(args.root) if args.distractors else []
+    queries, database = extract_test_set(
+        net, dataset, args.out, imsize=args.imsize, scales=args.scales, distractors=distractors,
+        **_extract_options(args),
+    )
     print(f"queries: {queries.path / 'vectors.npy'} ({queries.count} x {queries.dim})")
     print(f"database: {database.path / 'vectors.npy'} ({database.count} x {database.dim})")
     return 0
@@ -164,8 +167,9 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from asymret.data import load_test_set
+    from asymret.evaluate import SETTINGS
     from asymret.models import load_network
-    from asymret.retrieval import SETTINGS, evaluate_networks
+    from asymret.retrieval import evaluate_networks
 
     student = load_network(args.model, args.root, pretrained=args.pretrained)
     teacher = (
@@ -173,7 +177,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     )
     dataset = load_test_set(args.dataset, args.root)
     results = evaluate_networks(dataset, student, teacher, args.features,
-                                whitening=args.whitening, root=args.root,
+                                whitening=args.whitening, root=args.root, imsize=args.imsize,
+                                scales=args.scales, with_distractors=args.distractors,
                                 **_extract_options(args))
     if args.json:
         print(json.dumps(results.to_dict()))
@@ -192,25 +197,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_whiten(args: argparse.Namespace) -> int:
-    from asymret.models import load_network, save_model
-    from asymret.retrieval import network_whitening
-    from asymret.whitening import fold_whitening, save_whitening
+    from asymret.retrieval import whiten_model
 
-    net = load_network(args.model, args.root)
-    if net.whiten is not None:
-        raise AsymretError(
-            f"{args.model}: {net.config.name} already has a projection layer; learned "
-            "whitening is for a network without one"
-        )
-    result = network_whitening(
-        net, args.db, args.features, root=args.root, split=args.split, imsize=args.imsize,
-        scales=args.scales, device=args.device, batch_size=args.batch_size,
-        num_workers=args.workers, amp=args.precision == "bf16",
+    _, result = whiten_model(
+        args.model, args.db, args.out, args.features, root=args.root, dim=args.dim,
+        split=args.split, imsize=args.imsize, scales=args.scales, device=args.device,
+        batch_size=args.batch_size, num_workers=args.workers, amp=args.precision == "bf16",
     )
-    out = Path(args.out)
-    save_whitening(result.whitening, out)
-    save_model(fold_whitening(net, result.whitening, args.dim), out)
-    print(f"whitened model saved in {out} ({result.detail})")
+    print(f"whitened model saved in {args.out} ({result.detail})")
     return 0
 
 

@@ -29,19 +29,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from asymret.bank import TeacherBank
 from asymret.data.image_list import ImageList
 from asymret.data.revisitop import RevisitopDataset
 from asymret.data.sfm120k import TrainingDb
-from asymret.data.synthetic import SynthConfig, generate_synth, synth_config
+from asymret.data.synth import SynthConfig, generate_synth, synth_config
 from asymret.errors import AsymretError
-from asymret.evaluate import evaluate_retrieval, precision_recall_points, protocol_ground_truth
-from asymret.features import FeatureStore, extract_to_store, extract_vectors
+from asymret.evaluate import (
+    available_settings,
+    evaluate_retrieval,
+    precision_recall_points,
+    protocol_ground_truth,
+)
+from asymret.features import extract_vectors
 from asymret.files import write_text_atomic
 from asymret.models import ActivationCache, RetrievalNet, Teacher, load_network, save_model
 from asymret.report import QueryRanking, RankedImage, RunResult, write_report
 from asymret.search import exact_search
+from asymret.train.checkpoint import CHECKPOINT_NAME
 from asymret.train.config import TrainConfig
-from asymret.train.loop import CHECKPOINT_NAME, Trainer
+from asymret.train.loop import Trainer
 from asymret.whitening import Whitening, fold_whitening
 
 TEACHER_ARCH = "tf_efficientnet_lite2-gem"
@@ -170,11 +177,12 @@ class DemoRun:
         """Every step, each skipped when already done; returns the report's files."""
         self.out.mkdir(parents=True, exist_ok=True)
         self.prepare_data()
-        self.extract_teacher(self.train_teacher())
-        teacher_eval = self.evaluate(self.teacher_dir)
+        teacher = self.train_teacher()
+        self.extract_teacher(teacher)
+        teacher_eval = self.evaluate(self.teacher_dir, teacher)
         try:
             for spec in self.students:
-                self.evaluate(self.out / "students" / spec.key, self.train_student(spec))
+                self.evaluate(self.out / "students" / spec.key, teacher, self.train_student(spec))
         except KeyboardInterrupt:
             self.write_report(teacher_eval)
             raise
@@ -305,39 +313,44 @@ class DemoRun:
         """Dimension of the (centred) teacher's vectors, which the students project to."""
         return load_network(self._teacher_model_dir()).outputdim
 
+    def teacher_bank(self, teacher: Teacher) -> TeacherBank:
+        """The teacher's bank, which the students' Trainer runs read too."""
+        return TeacherBank(self.bank_dir, teacher, progress=self.progress)
+
     def extract_teacher(self, teacher: Teacher) -> None:
-        """The teacher's vectors of the training images (the students' bank, where the
-        Trainer looks for them) and of the test set, each extracted once."""
-        db = self.train_db
-        dataset, queries, database = self.test_set
-        parts = [(ImageList(db.paths, self.plan.imsize), db.cids, "train"),
-                 (queries, dataset.qimlist, f"{dataset.name}-queries"),
-                 (database, dataset.imlist, f"{dataset.name}-database")]
-        for images, ids, name in parts:
-            extract_to_store(teacher, images, ids, self.bank_dir / name, progress=self.progress)
+        """The teacher's vectors of the training images (the students' bank) and of the test
+        set, each extracted once."""
+        bank = self.teacher_bank(teacher)
+        bank.training_vectors("retrieval-synth", self.train_db, self.plan.imsize)
+        bank.test_vectors(self.test_set[0], self.plan.imsize)
         teacher.net.activation_cache.save()
 
-    def evaluate(self, run_dir: Path, student: RetrievalNet | None = None) -> dict:
+    def evaluate(
+        self, run_dir: Path, teacher: Teacher, student: RetrievalNet | None = None
+    ) -> dict:
         """Results saved in ``run_dir/evaluation.json`` (reused when present): the teacher's
-        (``student=None``) or a student's symmetric and asymmetric mAP, Medium
-        precision–recall points and top-10 database indices per query."""
+        (``student=None``: the ``teacher`` setting) or a student's ``symmetric`` and
+        ``asymmetric`` mAP, Medium precision–recall points and top-10 database indices per
+        query."""
         path = run_dir / EVALUATION_FILE
         if path.is_file():
             return json.loads(path.read_text())
         dataset, queries, database = self.test_set
-        teacher_q, teacher_x = (
-            np.asarray(FeatureStore.open(self.bank_dir / f"{dataset.name}-{part}").vectors)
-            for part in ("queries", "database")
-        )
-        settings = {"symmetric": (teacher_q, teacher_x)}
+        teacher_q, teacher_x = self.teacher_bank(teacher).test_vectors(dataset, self.plan.imsize)
+        vectors = {"teacher": (np.asarray(teacher_q.vectors), np.asarray(teacher_x.vectors))}
         if student is not None:
-            student_q = extract_vectors(student, queries, progress=self.progress).numpy()
-            student_x = extract_vectors(student, database, progress=self.progress).numpy()
+            vectors["student"] = (
+                extract_vectors(student, queries, progress=self.progress).numpy(),
+                extract_vectors(student, database, progress=self.progress).numpy(),
+            )
             student.activation_cache.save()
-            settings = {"symmetric": (student_q, student_x), "asymmetric": (student_q, teacher_x)}
+        settings = available_settings(vectors)
+        if student is not None:
+            del settings["teacher"]
         medium = protocol_ground_truth(dataset.gnd, "medium")
         result: dict[str, Any] = {"seconds": _seconds(run_dir)}
-        for setting, (q, x) in settings.items():
+        for setting, (query_side, database_side) in settings.items():
+            q, x = vectors[query_side][0], vectors[database_side][1]
             _, top = exact_search(q, x, min(GRID_TOP, len(x)))
             result[setting] = {
                 "map": evaluate_retrieval(q, x, dataset.gnd).map,
@@ -377,7 +390,7 @@ class DemoRun:
                 query_path=queries.paths[query],
                 query_bbox=None if box is None else tuple(float(v) for v in box),
                 teacher_top=[RankedImage(database.paths[i], verdicts.get(i, "negative"))
-                             for i in teacher_eval["symmetric"]["top"][query]],
+                             for i in teacher_eval["teacher"]["top"][query]],
                 student_top=[RankedImage(database.paths[i], verdicts.get(i, "negative"))
                              for i in student_top[query]],
                 student_label=f"{spec.label} ({spec.projection_init} start)",
@@ -418,13 +431,14 @@ def _run_result(label: str, role: str, loss: str, start: str, evaluation: dict) 
     def curves(setting: str) -> list[tuple[np.ndarray, np.ndarray]]:
         return [(np.asarray(r), np.asarray(p)) for r, p in evaluation[setting]["pr"]]
 
+    own = "teacher" if role == "teacher" else "symmetric"
     asymmetric = evaluation.get("asymmetric")
     return RunResult(
         label=label, role=role, loss=loss, projection_start=start,
-        symmetric_map=evaluation["symmetric"]["map"],
+        symmetric_map=evaluation[own]["map"],
         asymmetric_map=None if asymmetric is None else asymmetric["map"],
-        pr_curves={setting: curves(setting) for setting in ("symmetric", "asymmetric")
-                   if setting in evaluation},
+        pr_curves={"symmetric": curves(own),
+                   **({} if asymmetric is None else {"asymmetric": curves("asymmetric")})},
         train_seconds=evaluation["seconds"],
     )
 

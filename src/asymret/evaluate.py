@@ -22,16 +22,14 @@ the same chunked function, so with the same ``chunk_size`` they give identical n
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from asymret.errors import AsymretError
-from asymret.safe_pickle import load_pickle
 from asymret.search import (
     DEFAULT_CHUNK_SIZE,
     Features,
@@ -42,6 +40,20 @@ from asymret.search import (
 
 PROTOCOLS = ("easy", "medium", "hard")
 DEFAULT_KAPPAS = (1, 5, 10)
+
+SETTINGS: dict[str, tuple[str, str]] = {
+    "symmetric": ("student", "student"),
+    "asymmetric": ("student", "teacher"),
+    "teacher": ("teacher", "teacher"),
+}
+"""The test settings, each (query-side network, database-side network): ``symmetric`` f–f,
+``asymmetric`` f–g (student queries, teacher database), ``teacher`` g–g."""
+
+
+def available_settings(sides: Collection[str]) -> dict[str, tuple[str, str]]:
+    """The settings (in :data:`SETTINGS` order) whose two networks are both in ``sides``
+    (e.g. ``{"student", "teacher"}``, or ``{"teacher"}`` for a teacher alone)."""
+    return {name: pair for name, pair in SETTINGS.items() if set(pair) <= set(sides)}
 
 # Per protocol: the gnd lists whose images count as positives, and those ignored as junk.
 _PROTOCOL_LISTS = {
@@ -59,50 +71,14 @@ MapResult = tuple[float, np.ndarray, np.ndarray, np.ndarray]
 query without positives (and for the means when no query has positives)."""
 
 
-def load_gnd(path: str | Path) -> dict[str, Any]:
-    """Read and validate a revisitop ground-truth pickle (``gnd_roxford5k.pkl`` ...).
-
-    Args:
-        path: The pickle, read with the restricted unpickler.
-
-    Returns:
-        ``{"imlist": [str], "qimlist": [str], "gnd": [{"easy", "hard", "junk": [int],
-        "bbx": [x1, y1, x2, y2] (when the file has it)}]}`` with one gnd entry per query.
-
-    Raises:
-        AsymretError: unreadable file, missing key, wrong type, or an index outside imlist;
-            the message names the file and the key.
-    """
-    source = str(path)
-    data = load_pickle(path)
-    if not isinstance(data, Mapping):
-        raise AsymretError(f"{source}: expected a dict, got {type(data).__name__}")
-    for key in ("imlist", "qimlist", "gnd"):
-        if key not in data:
-            raise AsymretError(f"{source}: missing key '{key}'")
-        if not isinstance(data[key], list | tuple):
-            raise AsymretError(f"{source}: '{key}' must be a list, got {type(data[key]).__name__}")
-    imlist = _names(data["imlist"], f"{source}: 'imlist'")
-    qimlist = _names(data["qimlist"], f"{source}: 'qimlist'")
-    if len(data["gnd"]) != len(qimlist):
-        raise AsymretError(
-            f"{source}: 'gnd' has {len(data['gnd'])} entries but 'qimlist' has {len(qimlist)}"
-        )
-    gnd = [
-        _query_gnd(entry, f"{source}: gnd[{query}]", len(imlist))
-        for query, entry in enumerate(data["gnd"])
-    ]
-    return {"imlist": imlist, "qimlist": qimlist, "gnd": gnd}
-
-
 def protocol_ground_truth(
     gnd: Mapping[str, Any] | Sequence[Mapping[str, Any]], protocol: str
 ) -> list[dict[str, np.ndarray]]:
     """Positives and junk of every query for one protocol.
 
     Args:
-        gnd: A :func:`load_gnd` dict, or its ``gnd`` list of per-query ``easy``/``hard``/
-            ``junk`` index lists.
+        gnd: A :func:`~asymret.data.revisitop.load_gnd` dict, or its ``gnd`` list of
+            per-query ``easy``/``hard``/``junk`` index lists.
         protocol: ``"easy"``, ``"medium"`` or ``"hard"``.
 
     Returns:
@@ -358,7 +334,7 @@ def evaluate_retrieval(
     Args:
         queries: Query vectors, shape (nq, D), one per gnd entry.
         database: Database vectors, shape (n, D); gnd indices refer to its rows.
-        gnd: A :func:`load_gnd` dict or its ``gnd`` list.
+        gnd: A :func:`~asymret.data.revisitop.load_gnd` dict or its ``gnd`` list.
         kappas: The k of precision@k.
         chunk_size: Database rows scored at a time.
         device: Where scores are computed and counted.
@@ -415,58 +391,6 @@ def evaluate_retrieval(
             for protocol, (_, aps, _, _) in summaries.items()
         },
     )
-
-
-def evaluate_feature_files(
-    gnd_path: str | Path,
-    queries_path: str | Path,
-    database_path: str | Path,
-    kappas: Sequence[int] = DEFAULT_KAPPAS,
-    *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    device: str | torch.device = "cpu",
-) -> RevisitedResult:
-    """:func:`evaluate_retrieval` on a gnd pickle and two ``.npy`` feature files.
-
-    The ``.npy`` files are memory-mapped, so only one database chunk is in memory at a time.
-
-    Args:
-        gnd_path: Revisitop ground-truth pickle.
-        queries_path: ``.npy`` array (nq, D).
-        database_path: ``.npy`` array (n, D).
-        kappas: The k of precision@k.
-        chunk_size: Database rows scored at a time.
-        device: Where scores are computed and counted.
-
-    Returns:
-        The scores in percent.
-
-    Raises:
-        AsymretError: a missing or unreadable file (named), or any error of
-            :func:`evaluate_retrieval`.
-    """
-    gnd = load_gnd(gnd_path)
-    queries = load_feature_file(queries_path)
-    database = load_feature_file(database_path)
-    return evaluate_retrieval(queries, database, gnd, kappas, chunk_size=chunk_size, device=device)
-
-
-def load_feature_file(path: str | Path) -> np.ndarray:
-    """Memory-map a ``.npy`` feature array (no pickles allowed).
-
-    Raises:
-        AsymretError: the file is missing, unreadable, or not a single ``.npy`` array.
-    """
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except FileNotFoundError as exc:
-        raise AsymretError(f"{path}: no such file") from exc
-    except (OSError, ValueError, EOFError) as exc:
-        raise AsymretError(f"{path}: not a readable .npy file ({exc})") from exc
-    if not isinstance(array, np.ndarray):
-        array.close()
-        raise AsymretError(f"{path}: expected a single .npy array, got an .npz archive")
-    return array
 
 
 def _positions(
@@ -698,34 +622,3 @@ def _gnd_index_lists(
             raise AsymretError(f"ground truth of query {query}: missing '{missing[0]}'")
         lists.append({name: _index_array(entry[name]) for name in _GND_LISTS})
     return lists
-
-
-def _names(value: Sequence[Any], what: str) -> list[str]:
-    for position, name in enumerate(value):
-        if not isinstance(name, str):
-            raise AsymretError(f"{what}[{position}] must be a string, got {type(name).__name__}")
-    return list(value)
-
-
-def _query_gnd(entry: Any, what: str, num_images: int) -> dict[str, list]:
-    if not isinstance(entry, Mapping):
-        raise AsymretError(f"{what} must be a dict, got {type(entry).__name__}")
-    checked: dict[str, list] = {}
-    for name in _GND_LISTS:
-        if name not in entry:
-            raise AsymretError(f"{what}: missing key '{name}'")
-        array = np.asarray(entry[name])
-        if array.ndim != 1 or (array.size and not np.issubdtype(array.dtype, np.integer)):
-            raise AsymretError(f"{what}['{name}'] must be a list of integer indices")
-        bad = array[(array < 0) | (array >= num_images)] if array.size else array
-        if bad.size:
-            raise AsymretError(
-                f"{what}['{name}'] holds index {int(bad[0])} outside imlist ({num_images} images)"
-            )
-        checked[name] = array.astype(np.int64).tolist()
-    if "bbx" in entry:
-        box = np.asarray(entry["bbx"])
-        if box.shape != (4,) or not np.issubdtype(box.dtype, np.number):
-            raise AsymretError(f"{what}['bbx'] must be four numbers [x1, y1, x2, y2]")
-        checked["bbx"] = box.astype(np.float64).tolist()
-    return checked

@@ -10,7 +10,9 @@ pool (:func:`random_negatives`).
 
 In asymmetric training the pool vectors are the frozen teacher's, read from its precomputed
 feature bank (a memory-mapped array is fine: only the pool's rows are read), while the query
-vectors may be the student's or the teacher's; :func:`hard_negative_tuples` wires this up.
+vectors may be the student's or the teacher's; :func:`hard_negative_tuples` wires this up, and
+:func:`epoch_tuples` draws a whole epoch as the trainer uses it (pairs, pool, random or hard
+negatives) from vectors the caller supplies.
 
 Mining is exact and vectorised. A chunk of queries is scored against the whole pool with one
 matrix product; the ``M`` best pool entries per query are the candidates; a sort-based pass
@@ -31,6 +33,7 @@ no saved generator state.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -53,6 +56,18 @@ DEFAULT_QUERY_CHUNK = 512
 _RANDOM_KEYS_PER_CHUNK = 1 << 22
 """Random keys drawn at a time by :func:`random_negatives` (32 MiB of float64). The chunks
 depend on the pool size only, so the draw depends only on the inputs and the generator state."""
+
+MINING_BACKENDS = ("torch", "faiss")
+"""Backends of :func:`mine_hard_negatives` (see its ``backend`` argument)."""
+
+NEGATIVE_MODES = ("hard", "random", "none")
+"""Negatives of :func:`epoch_tuples`."""
+
+_FAISS_MISSING = "the faiss mining backend needs the faiss-cpu package: pip install faiss-cpu"
+
+VectorReader = Callable[[torch.Tensor], "Features"]
+"""``read(indices)``: the (n, D) vectors of training images ``indices`` ((n,) int64 CPU
+tensor), e.g. rows of the teacher's bank or the student's vectors extracted on demand."""
 
 CandidateSearch = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 """``search(rows, m)``: the ``m`` best-scored pool entries for the chunk's query ``rows``, as
@@ -239,14 +254,11 @@ def mine_hard_negatives(
     if isinstance(query_chunk, bool) or not isinstance(query_chunk, int) or query_chunk < 1:
         raise AsymretError(f"query_chunk must be a positive integer, got {query_chunk!r}")
     device = torch.device(device)
+    check_backend(backend, device)
     if backend == "torch":
         searches = _torch_searches(query_vectors, pool_vectors, query_chunk, device)
-    elif backend == "faiss":
-        if device.type != "cpu":
-            raise AsymretError(f"the faiss backend runs on the CPU, got device '{device}'")
-        searches = _faiss_searches(query_vectors, pool_vectors, query_chunk)
     else:
-        raise AsymretError(f"unknown mining backend '{backend}'; expected 'torch' or 'faiss'")
+        searches = _faiss_searches(query_vectors, pool_vectors, query_chunk)
     return _select_negatives(
         searches,
         query_clusters.to(device),
@@ -254,6 +266,26 @@ def mine_hard_negatives(
         num_negatives,
         initial_candidates,
     )
+
+
+def check_backend(backend: str, device: str | torch.device = "cpu") -> None:
+    """Refuse a mining backend that cannot run: unknown, faiss off the CPU or not installed.
+
+    Args:
+        backend: One of :data:`MINING_BACKENDS`.
+        device: Where the scores would be computed (``"cpu"``, ``"cuda:1"``...).
+
+    Raises:
+        AsymretError: naming the problem (and the package to install for faiss).
+    """
+    if backend not in MINING_BACKENDS:
+        raise AsymretError(f"unknown mining backend '{backend}'; expected 'torch' or 'faiss'")
+    if backend == "faiss":
+        device_type = device.type if isinstance(device, torch.device) else str(device)
+        if device_type.partition(":")[0] != "cpu":
+            raise AsymretError(f"the faiss backend runs on the CPU, got device '{device}'")
+        if importlib.util.find_spec("faiss") is None:
+            raise AsymretError(_FAISS_MISSING)
 
 
 def random_negatives(
@@ -319,10 +351,11 @@ def sample_images(num_images_per_epoch: int, num_images: int, generator: torch.G
 def hard_negative_tuples(
     sample: EpochSample,
     clusters: Indices,
-    feature_bank: Features,
+    feature_bank: Features | None = None,
     num_negatives: int = 5,
     *,
-    query_vectors: Features | None = None,
+    query_vectors: Features | VectorReader | None = None,
+    pool_vectors: Features | VectorReader | None = None,
     candidates: int | None = None,
     query_chunk: int = DEFAULT_QUERY_CHUNK,
     device: str | torch.device = "cpu",
@@ -332,16 +365,21 @@ def hard_negative_tuples(
 
     Only the rows of the sampled pool (and of the queries when ``query_vectors`` is None) are
     read from ``feature_bank``, so a bank opened with ``np.load(path, mmap_mode="r")`` is never
-    loaded whole.
+    loaded whole. The query vectors are obtained before the pool's.
 
     Args:
         sample: The epoch drawn by :func:`sample_epoch`.
         clusters: (N,) integer cluster of every training image.
         feature_bank: (N, D) teacher vectors of every training image (numpy, memory map or
-            tensor; float16 is fine).
+            tensor; float16 is fine); may be None when both ``query_vectors`` and
+            ``pool_vectors`` are given.
         num_negatives: Negatives per query (reference: 5).
-        query_vectors: (Q, D) vectors of ``sample.query_indices`` (e.g. from the student);
-            None takes the bank's rows (teacher queries).
+        query_vectors: (Q, D) vectors of ``sample.query_indices`` (e.g. from the student), or
+            a :data:`VectorReader` called with them; None takes the bank's rows (teacher
+            queries).
+        pool_vectors: (P, D) vectors of ``sample.pool_indices``, or a :data:`VectorReader`
+            called with them (e.g. the student's, for symmetric training); None takes the
+            bank's rows (asymmetric training).
         candidates: See :func:`mine_hard_negatives`.
         query_chunk: See :func:`mine_hard_negatives`.
         device: See :func:`mine_hard_negatives`.
@@ -351,27 +389,33 @@ def hard_negative_tuples(
         The epoch's tuples; negatives are image indices (``-1`` pads).
 
     Raises:
-        AsymretError: as :func:`mine_hard_negatives`, or a bank or cluster list whose length
-            is not the number of training images the sample indexes.
+        AsymretError: as :func:`mine_hard_negatives`; a bank or cluster list whose length is
+            not the number of training images the sample indexes; no bank for vectors that
+            must come from it; supplied vectors with a row count other than the sample's.
     """
-    clusters = _as_cluster_tensor("clusters", clusters, feature_bank.shape[0])
+    if feature_bank is None and (query_vectors is None or pool_vectors is None):
+        raise AsymretError("hard_negative_tuples: pass feature_bank, or both query_vectors and "
+                           "pool_vectors")
+    num_images = None if feature_bank is None else feature_bank.shape[0]
+    clusters = _as_cluster_tensor("clusters", clusters, num_images)
     largest = max(
         (int(t.max()) for t in (sample.query_indices, sample.pool_indices) if t.numel()),
         default=-1,
     )
-    if largest >= feature_bank.shape[0]:
+    if largest >= clusters.shape[0]:
+        what = "clusters" if feature_bank is None else "feature_bank"
         raise AsymretError(
-            f"feature_bank has {feature_bank.shape[0]} rows but the sample indexes image {largest}"
+            f"{what} has {clusters.shape[0]} rows but the sample indexes image {largest}"
         )
     if num_negatives == 0:
         empty = torch.empty(len(sample.query_indices), 0, dtype=torch.int64)
         return sample.tuples(empty)
-    if query_vectors is None:
-        query_vectors = _take_rows(feature_bank, sample.query_indices)
+    queries = _vectors_of("query_vectors", query_vectors, feature_bank, sample.query_indices)
+    pool = _vectors_of("pool_vectors", pool_vectors, feature_bank, sample.pool_indices)
     positions = mine_hard_negatives(
-        query_vectors,
+        queries,
         clusters[sample.query_indices],
-        _take_rows(feature_bank, sample.pool_indices),
+        pool,
         clusters[sample.pool_indices],
         num_negatives,
         candidates=candidates,
@@ -380,6 +424,81 @@ def hard_negative_tuples(
         backend=backend,
     )
     return sample.tuples(positions)
+
+
+def epoch_tuples(
+    seed: int,
+    epoch: int,
+    query_indices: Indices,
+    positive_indices: Indices,
+    clusters: Indices,
+    *,
+    negatives: Literal["hard", "random", "none"] = "hard",
+    num_pairs: int = 2000,
+    pool_size: int = 20000,
+    num_negatives: int = 5,
+    feature_bank: Features | None = None,
+    query_vectors: VectorReader | None = None,
+    pool_vectors: VectorReader | None = None,
+    device: str | torch.device = "cpu",
+    backend: Literal["torch", "faiss"] = "torch",
+) -> EpochTuples:
+    """The training tuples of epoch ``epoch``, determined by ``(seed, epoch)`` and the vectors.
+
+    One generator, :func:`epoch_generator` ``(seed, epoch)``, draws the pairs and the pool
+    (:func:`sample_epoch`; no pool with ``negatives="none"``), then the random negatives
+    (:func:`random_negative_tuples`); hard negatives are mined by :func:`hard_negative_tuples`
+    with the query vectors and the pool vectors of the sampled images: the teacher's bank rows
+    or the student's vectors, as the caller supplies them. Every query must get
+    ``num_negatives`` negatives.
+
+    Args:
+        seed: Run seed.
+        epoch: 0-based epoch.
+        query_indices: (N_pairs,) query image of every training pair.
+        positive_indices: (N_pairs,) positive image of every pair.
+        clusters: (N,) integer cluster of every training image; N is the number of images.
+        negatives: ``hard``, ``random`` or ``none`` (pairs only, (Q, 0) negatives).
+        num_pairs: Training pairs per epoch.
+        pool_size: Images in the negative pool.
+        num_negatives: Negatives per query.
+        feature_bank: (N, D) bank whose rows serve where a reader below is None.
+        query_vectors: Reader of the query vectors for hard negatives (None: bank rows).
+        pool_vectors: Reader of the pool vectors for hard negatives (None: bank rows).
+        device: Where hard-negative scores are computed.
+        backend: See :func:`mine_hard_negatives`.
+
+    Returns:
+        The epoch's tuples (image indices).
+
+    Raises:
+        AsymretError: an unknown ``negatives``; as :func:`sample_epoch` and the miners; a query
+            whose pool holds fewer than ``num_negatives`` clusters besides its own.
+    """
+    if negatives not in NEGATIVE_MODES:
+        raise AsymretError(f"negatives={negatives!r}; expected one of {', '.join(NEGATIVE_MODES)}")
+    generator = epoch_generator(seed, epoch)
+    clusters = _as_cluster_tensor("clusters", clusters, None)
+    sample = sample_epoch(
+        num_pairs, 0 if negatives == "none" else pool_size, query_indices, positive_indices,
+        clusters.shape[0], generator,
+    )
+    if negatives == "none":
+        return sample.tuples(torch.empty(len(sample.query_indices), 0, dtype=torch.int64))
+    if negatives == "random":
+        tuples = random_negative_tuples(sample, clusters, num_negatives, generator)
+    else:
+        tuples = hard_negative_tuples(
+            sample, clusters, feature_bank, num_negatives, query_vectors=query_vectors,
+            pool_vectors=pool_vectors, device=device, backend=backend,
+        )
+    if (tuples.negative_indices < 0).any():
+        raise AsymretError(
+            f"the negative pool of epoch {epoch} has fewer than {num_negatives} "
+            "clusters besides some query's; raise mining.pool_size or lower "
+            "mining.num_negatives"
+        )
+    return tuples
 
 
 def random_negative_tuples(
@@ -542,9 +661,7 @@ def _faiss_searches(
     try:
         import faiss
     except ImportError:
-        raise AsymretError(
-            "the faiss mining backend needs the faiss-cpu package: pip install faiss-cpu"
-        ) from None
+        raise AsymretError(_FAISS_MISSING) from None
     pool = _to_float32_numpy(pool_vectors)
     _check_finite_rows(torch.from_numpy(pool), "pool_vectors", 0)
     index = faiss.IndexFlatIP(pool.shape[1])
@@ -561,6 +678,20 @@ def _faiss_searches(
             return torch.from_numpy(scores), torch.from_numpy(positions)
 
         yield rows, search
+
+
+def _vectors_of(
+    name: str, given: Features | VectorReader | None, bank: Features | None, indices: torch.Tensor
+) -> Features:
+    """The vectors of images ``indices``: ``given`` as is, read by it, or the bank's rows."""
+    if given is None:
+        return _take_rows(bank, indices)
+    vectors = given(indices) if callable(given) else given
+    if getattr(vectors, "ndim", 0) >= 1 and vectors.shape[0] != len(indices):
+        raise AsymretError(
+            f"{name}: expected {len(indices)} rows (one per sampled image), got {vectors.shape[0]}"
+        )
+    return vectors
 
 
 def _take_rows(bank: Features, indices: torch.Tensor) -> Features:

@@ -31,12 +31,13 @@ from PIL import Image
 
 from asymret.data.images import ImageReadError, load_image
 from asymret.errors import AsymretError
-from asymret.evaluate import PROTOCOLS
+from asymret.evaluate import PROTOCOLS, SETTINGS
 from asymret.files import write_text_atomic
 
 ROLES = ("teacher", "student-alone", "asymmetric")
 VERDICTS = ("positive", "junk", "negative")
-SETTINGS = ("symmetric", "asymmetric")
+PLOTTED_SETTINGS = tuple(setting for setting in SETTINGS if setting != "teacher")
+"""The report's two settings: symmetric (a teacher's row shows its own, g–g) and asymmetric."""
 THUMBNAIL_SIDE = 112
 """Longer side of a picture-grid thumbnail in pixels (smaller images are not enlarged)."""
 
@@ -204,9 +205,10 @@ def _check_results(results: Sequence[RunResult]) -> None:
         if not isinstance(result.pr_curves, Mapping):
             raise AsymretError(f"{field}.pr_curves: expected a dict of setting → curves")
         for setting, curves in result.pr_curves.items():
-            if setting not in SETTINGS:
+            if setting not in PLOTTED_SETTINGS:
                 raise AsymretError(
-                    f"{field}.pr_curves: unknown setting {setting!r}; expected one of {SETTINGS}"
+                    f"{field}.pr_curves: unknown setting {setting!r}; expected one of "
+                    f"{PLOTTED_SETTINGS}"
                 )
             for query, curve in enumerate(curves):
                 _check_curve(curve, f"{field}.pr_curves[{setting!r}][{query}]")
@@ -552,7 +554,7 @@ def _bar_chart_svg(results: Sequence[RunResult]) -> str:
             f'<text transform="translate({label_x:.1f},{bottom + 14}) rotate(-{_LABEL_ANGLE})" '
             f'text-anchor="end">{escape(result.label)}</text>'
         )
-    for offset, setting in enumerate(SETTINGS):
+    for offset, setting in enumerate(PLOTTED_SETTINGS):
         x = left + offset * 100
         parts.append(
             f'<rect x="{x}" y="8" width="12" height="12" fill="{_BAR_COLOURS[setting]}"/>'
@@ -568,7 +570,7 @@ def _pr_curves_svg(results: Sequence[RunResult]) -> str:
     """One panel per setting, one line per run with curves for it, and a shared legend."""
     panel_width, panel_height = 300, 240
     left, top, gap = 48, 28, 64
-    legend_left = left + len(SETTINGS) * (panel_width + gap)
+    legend_left = left + len(PLOTTED_SETTINGS) * (panel_width + gap)
     legend_row = 16
     longest_label = max(len(result.label) for result in results)
     width = legend_left + 36 + math.ceil(_LABEL_CHAR_WIDTH * longest_label)
@@ -576,13 +578,13 @@ def _pr_curves_svg(results: Sequence[RunResult]) -> str:
     mean_curves = [
         {
             setting: _mean_interpolated_precision(result.pr_curves.get(setting, []))
-            for setting in SETTINGS
+            for setting in PLOTTED_SETTINGS
         }
         for result in results
     ]
 
     parts = ["<title>Mean interpolated precision–recall, Medium protocol</title>"]
-    for panel, setting in enumerate(SETTINGS):
+    for panel, setting in enumerate(PLOTTED_SETTINGS):
         x0 = left + panel * (panel_width + gap)
         y0 = top + panel_height
         parts.append(

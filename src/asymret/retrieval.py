@@ -1,9 +1,9 @@
 """Extract a test set with one or two networks and evaluate it, symmetric and asymmetric,
 optionally with the learned whitening of the published test protocol.
 
-Vectors are cached in feature stores (``<features>/<dataset>/<model>-<fingerprint>/{queries,
-database}``), so a teacher's database is extracted once and reused by every student, and a
-killed extraction resumes. Settings (:data:`SETTINGS`):
+Vectors are cached in a bank (:class:`~asymret.bank.TeacherBank`) under the features folder, so
+a teacher's database is extracted once and reused by every student, and a killed extraction
+resumes. Settings (:data:`~asymret.evaluate.SETTINGS`):
 
 - ``symmetric``: student queries against the student's database (f–f);
 - ``asymmetric``: student queries against the teacher's database (f–g);
@@ -14,7 +14,7 @@ after cirtorch): a whitening is learned on the **database-side** network of each
 student's own for the symmetric test, the teacher's for the asymmetric and teacher tests — from
 the matching pairs of a whitening db (``retrieval-SfM-120k-whiten.pkl``, or any source
 :func:`~asymret.data.load_whitening_pairs` reads), with that network's vectors extracted at
-the test's image size and scales (cached in ``<features>/<db label>/<model>-<fingerprint>``),
+the test's image size and scales (cached in the same bank),
 and applied post hoc (:func:`~asymret.whitening.apply_whitening`, no folding) to both the
 queries and the database before ranking. A network imported from a reference checkpoint that
 stores ``meta['Lw'][<db>]['ms' | 'ss']`` uses that whitening instead of learning one
@@ -31,68 +31,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from asymret.bank import TeacherBank
 from asymret.data import load_whitening_pairs
 from asymret.data.image_list import ImageList
 from asymret.data.revisitop import RevisitopDataset, distractor_paths
 from asymret.errors import AsymretError
-from asymret.evaluate import RevisitedResult, evaluate_retrieval
-from asymret.features import (
-    FeatureStore,
-    Network,
-    check_scales,
-    extract_to_store,
-    model_fingerprint,
-    retrieval_net,
-)
+from asymret.evaluate import SETTINGS, RevisitedResult, available_settings, evaluate_retrieval
+from asymret.features import Network, check_scales, retrieval_net
+from asymret.models import RetrievalNet, load_network, save_model
 from asymret.models.checkpoint import reference_whitenings
-from asymret.whitening import Whitening, apply_whitening, learn_whitening
+from asymret.whitening import (
+    Whitening,
+    apply_whitening,
+    fold_whitening,
+    learn_whitening,
+    save_whitening,
+)
 
-SETTINGS: dict[str, tuple[str, str]] = {
-    "symmetric": ("student", "student"),
-    "asymmetric": ("student", "teacher"),
-    "teacher": ("teacher", "teacher"),
-}
-"""Setting → (query-side network, database-side network)."""
-
-
-def store_name(net: Network) -> str:
-    """Folder name of a network's stores: its name and a short weights fingerprint."""
-    return f"{retrieval_net(net).config.name}-{model_fingerprint(net).rpartition(':')[2][:12]}"
-
-
-def extract_test_set(
-    net: Network,
-    dataset: RevisitopDataset,
-    out: str | Path,
-    *,
-    imsize: int = 1024,
-    scales: Sequence[float] = (1.0,),
-    distractors_root: str | Path | None = None,
-    with_distractors: bool = False,
-    device: str | torch.device = "cpu",
-    batch_size: int = 32,
-    num_workers: int = 0,
-    amp: bool = False,
-    progress: bool = True,
-) -> tuple[FeatureStore, FeatureStore]:
-    """Query (cropped) and database vectors of a test set into ``out/queries``, ``out/database``.
-
-    With ``with_distractors`` the R1M distractors follow the database images. ``amp``:
-    bf16 autocast (default fp32).
-    """
-    out = Path(out)
-    distractors = distractor_paths(distractors_root) if with_distractors else []
-    options = dict(scales=scales, device=device, batch_size=batch_size,
-                   num_workers=num_workers, amp=amp, progress=progress)
-    queries = extract_to_store(
-        net, dataset.query_images(imsize), dataset.qimlist, out / "queries", **options
-    )
-    database_ids = dataset.imlist + [str(p) for p in distractors]
-    database = extract_to_store(
-        net, dataset.database_images(imsize, distractors), database_ids, out / "database",
-        **options,
-    )
-    return queries, database
+_EXTRACTION_OPTIONS = ("device", "batch_size", "num_workers", "amp", "progress")
 
 
 # --- Whitening ---------------------------------------------------------------------------
@@ -174,8 +130,9 @@ def network_whitening(
     """The whitening of ``net``'s vectors: stored in its reference checkpoint, else learned.
 
     Learning extracts ``net``'s vectors of the pairs' images at ``imsize`` and ``scales``
-    (multi-scale with the network's GeM exponent, as the test vectors) into the feature store
-    ``<features_dir>/<db label>/<model>-<fingerprint>`` — a second call reuses it — and runs
+    (multi-scale with the network's GeM exponent, as the test vectors) into the bank under
+    ``features_dir`` (:meth:`~asymret.bank.TeacherBank.image_vectors`; a second call reuses
+    them) and runs
     :func:`~asymret.whitening.learn_whitening` (cirtorch ``whitenlearn``) on the pairs.
 
     Args:
@@ -186,7 +143,7 @@ def network_whitening(
         root: data root.
         split: the split of a training db source.
         imsize, scales, device, batch_size, num_workers, amp, progress: as the test's
-            extraction (:func:`extract_test_set`).
+            extraction (:func:`evaluate_networks`).
 
     Raises:
         AsymretError: no such source, a malformed db, too few or degenerate pairs, or a
@@ -201,14 +158,12 @@ def network_whitening(
     label, db = load_whitening_pairs(source, root, split)
     if len(db.query_indices) == 0:
         raise AsymretError(f"whitening db '{source}' ({label}) has no matching pairs")
-    path = Path(features_dir) / label / store_name(net)
-    store = extract_to_store(
-        net, ImageList(db.paths, imsize), db.cids, path, scales=scales, device=device,
-        batch_size=batch_size, num_workers=num_workers, amp=amp, progress=progress,
-    )
+    bank = TeacherBank(features_dir, net, device=device, batch_size=batch_size,
+                       num_workers=num_workers, amp=amp, progress=progress)
+    store = bank.image_vectors(label, ImageList(db.paths, imsize), db.cids, scales)
     whitening = learn_whitening(store.vectors, db.query_indices, db.positive_indices)
     return NetworkWhitening(whitening, source, "learned",
-                            f"learned from {whitening.num_pairs} pairs of {label}", path)
+                            f"learned from {whitening.num_pairs} pairs of {label}", store.path)
 
 
 # --- Evaluation --------------------------------------------------------------------------
@@ -270,6 +225,10 @@ def evaluate_networks(
     whitening: str | Path | None = None,
     root: str | Path | None = None,
     whitening_split: str = "val",
+    imsize: int | None = 1024,
+    scales: Sequence[float] = (1.0,),
+    with_distractors: bool = False,
+    distractors_root: str | Path | None = None,
     **extract_options,
 ) -> Evaluation:
     """Revisited results per setting (symmetric; with a teacher also asymmetric and teacher).
@@ -278,7 +237,8 @@ def evaluate_networks(
         dataset: the test set.
         student: the query-side network.
         teacher: the database-side network, or ``None`` for the symmetric test only.
-        features_dir: cache of feature stores.
+        features_dir: the bank (:class:`~asymret.bank.TeacherBank`) the networks' vectors are
+            kept in.
         whitening: whitening db (e.g. ``"retrieval-SfM-120k"``) or photo folder; each
             setting is then whitened with its database-side network's whitening
             (:func:`network_whitening`), applied to queries and database alike. ``None``: raw
@@ -286,37 +246,42 @@ def evaluate_networks(
         root: data root of the whitening db (and of the distractors, unless
             ``distractors_root`` is given).
         whitening_split: split of a training-db whitening source.
-        **extract_options: passed to :func:`extract_test_set` (``imsize``, ``scales``,
-            ``device``, ``batch_size``, ``num_workers``, ``amp``, ``progress``, ...); the
-            whitening images are extracted with the same ones.
+        imsize, scales: the test's longer image side and extraction scales.
+        with_distractors: add the R1M distractors (under ``distractors_root``) to the database.
+        **extract_options: ``device``, ``batch_size``, ``num_workers``, ``amp``, ``progress``;
+            the whitening images are extracted with the same ones.
     """
-    cache = Path(features_dir) / dataset.name
+    unknown = set(extract_options) - set(_EXTRACTION_OPTIONS)
+    if unknown:
+        raise TypeError(f"evaluate_networks: unknown option(s) {', '.join(sorted(unknown))}")
     networks = {"student": student}
     if teacher is not None:
         networks["teacher"] = teacher
-    settings = {name: sides for name, sides in SETTINGS.items()
-                if teacher is not None or name == "symmetric"}
-    extract_options.setdefault("distractors_root", root)
+    settings = available_settings(networks)
+    distractors = (
+        distractor_paths(root if distractors_root is None else distractors_root)
+        if with_distractors else []
+    )
 
     whitenings: dict[str, NetworkWhitening] = {}
     if whitening is not None:
-        whiten_options = {key: value for key, value in extract_options.items()
-                          if key in ("imsize", "scales", "device", "batch_size", "num_workers",
-                                     "amp", "progress")}
         # Learned (or loaded) before the test set is extracted, so that a whitening that
         # does not fit stops the run at once.
         for side in dict.fromkeys(database_side for _, database_side in settings.values()):
             whitenings[side] = network_whitening(
                 networks[side], whitening, features_dir, root=root, split=whitening_split,
-                **whiten_options,
+                imsize=imsize, scales=scales, **extract_options,
             )
         for query_side, database_side in settings.values():
             applied = whitenings[database_side]
             _check_dimension(networks[query_side], applied.whitening,
                              f"the {database_side}'s whitening ({applied.detail})")
 
-    stores = {side: extract_test_set(net, dataset, cache / store_name(net), **extract_options)
-              for side, net in networks.items()}
+    stores = {
+        side: TeacherBank(features_dir, net, **extract_options).test_vectors(
+            dataset, imsize, scales, distractors)
+        for side, net in networks.items()
+    }
     device = extract_options.get("device", "cpu")
     raw, results = {}, {}
     for setting, (query_side, database_side) in settings.items():
@@ -334,3 +299,47 @@ def evaluate_networks(
             device=device,
         )
     return Evaluation(results=results, raw=raw, whitenings=whitenings)
+
+
+def whiten_model(
+    model: str | Path,
+    source: str | Path,
+    out: str | Path,
+    features_dir: str | Path,
+    *,
+    root: str | Path | None = None,
+    dim: int | None = None,
+    **whitening_options,
+) -> tuple[RetrievalNet, NetworkWhitening]:
+    """Learn a network's whitening and save the whitened network (the whitening folded in as
+    its projection layer) and the whitening itself in ``out``.
+
+    Args:
+        model: a network without a projection layer (saved folder, reference .pth or name).
+        source: the whitening db (see :func:`network_whitening`).
+        out: folder of the whitened model.
+        features_dir: the bank the whitening images' vectors are kept in.
+        root: data root.
+        dim: keep this many whitened dimensions (``None``: all).
+        **whitening_options: ``split``, ``imsize``, ``scales``, ``device``, ``batch_size``,
+            ``num_workers``, ``amp``, ``progress`` (see :func:`network_whitening`).
+
+    Returns:
+        The whitened network and the whitening.
+
+    Raises:
+        AsymretError: the network already has a projection layer (before any extraction), or
+            as :func:`network_whitening`.
+    """
+    net = load_network(model, root)
+    if net.whiten is not None:
+        raise AsymretError(
+            f"{model}: {net.config.name} already has a projection layer; learned "
+            "whitening is for a network without one"
+        )
+    result = network_whitening(net, source, features_dir, root=root, **whitening_options)
+    out = Path(out)
+    save_whitening(result.whitening, out)
+    whitened = fold_whitening(net, result.whitening, dim)
+    save_model(whitened, out)
+    return whitened, result

@@ -68,9 +68,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from asymret.data.revisitop import load_gnd
 from asymret.data.root import resolve_data_root
+from asymret.data.sfm120k import SPLITS, TrainingDb, cid_to_relative_path
 from asymret.errors import AsymretError
-from asymret.safe_pickle import load_pickle
 
 OXFORD_VGG_DATA = "https://www.robots.ox.ac.uk/~vgg/data"
 REVISITOP_DATA = "http://cmp.felk.cvut.cz/revisitop/data"
@@ -148,9 +149,7 @@ def _revisited_images(dataset: str) -> Callable[[Path], Iterator[str]]:
     """Expected image paths of ROxford5k / RParis6k: ``jpg/<name>.jpg`` for both lists."""
 
     def expected(folder: Path) -> Iterator[str]:
-        cfg = load_pickle(folder / f"gnd_{dataset}.pkl")
-        if not isinstance(cfg, dict) or not {"imlist", "qimlist"} <= set(cfg):
-            raise AsymretError(f"{folder / f'gnd_{dataset}.pkl'}: needs 'imlist' and 'qimlist'")
+        cfg = load_gnd(folder / f"gnd_{dataset}.pkl")
         for name in dict.fromkeys([*cfg["imlist"], *cfg["qimlist"]]):
             yield f"jpg/{name}.jpg"
 
@@ -167,12 +166,9 @@ def _revisitop1m_images(folder: Path) -> Iterator[str]:
 
 def _sfm120k_images(folder: Path) -> Iterator[str]:
     """Expected image paths of SfM-120k: ``ims/<cid[-2:]>/<cid[-4:-2]>/<cid[-6:-4]>/<cid>``."""
-    db = load_pickle(folder / "retrieval-SfM-120k.pkl")
-    if not isinstance(db, dict) or not {"train", "val"} <= set(db):
-        raise AsymretError(f"{folder / 'retrieval-SfM-120k.pkl'}: needs 'train' and 'val'")
-    for split in ("train", "val"):
-        for cid in db[split]["cids"]:
-            yield f"ims/{cid[-2:]}/{cid[-4:-2]}/{cid[-6:-4]}/{cid}"
+    for split in SPLITS:
+        for cid in TrainingDb.load(folder.name, split, folder.parent).cids:
+            yield cid_to_relative_path(cid).as_posix()
 
 
 DATASETS: dict[str, DownloadSpec] = {

@@ -7,13 +7,14 @@ Layout under the data root::
 
 The pickle holds ``train`` and ``val`` splits, each with ``cids`` (image ids), ``cluster``
 (3D-model id per image), and ``qidxs`` / ``pidxs`` (query and matching positive index of
-each training pair). The embedded ``synth`` benchmark writes the same format.
+each training pair). The embedded ``synth`` benchmark writes the same format, with
+:func:`write_training_db`.
 
 The whitening dbs of the reference test protocol, ``retrieval-SfM-120k-whiten.pkl`` and
 ``retrieval-SfM-30k-whiten.pkl``, are one such split at the top level (a dict with ``cids``,
 ``qidxs``, ``pidxs`` and ``cluster``) whose images are the SfM-120k images;
-:func:`load_whitening_db` reads them. ``asymret download sfm120k`` puts both beside the
-training db::
+:func:`load_whitening_db` reads them and :func:`write_whitening_db` writes one.
+``asymret download sfm120k`` puts both beside the training db::
 
     <root>/retrieval-SfM-120k/retrieval-SfM-120k-whiten.pkl
     <root>/retrieval-SfM-120k/retrieval-SfM-30k-whiten.pkl
@@ -24,6 +25,8 @@ under ``<root>/<name>/ims``, is found too).
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,3 +196,68 @@ def load_whitening_db(name: str, root: str | Path | None = None) -> TrainingDb:
         hint = "; get it with `asymret download sfm120k`" if name in WHITENING_DBS else ""
         raise AsymretError(f"{places}: whitening db not found{hint}")
     return read_whitening_db(path)
+
+
+def write_training_db(path: str | Path, train: Mapping, val: Mapping, *, protocol: int = 3) -> Path:
+    """Write an SfM-format training db (``<root>/<name>/<name>.pkl``) that
+    :meth:`TrainingDb.load` reads back unchanged.
+
+    Args:
+        path: The file to write (its folder is created).
+        train, val: The splits, each with ``cids`` (image ids), ``cluster`` (one int per
+            image), ``qidxs`` and ``pidxs`` (query and positive index of each pair); written as
+            plain lists of strings and ints, in that key order.
+        protocol: Pickle protocol.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        AsymretError: a split :meth:`TrainingDb.load` would refuse (nothing is written).
+    """
+    path = Path(path)
+    data = {
+        split: _split_to_write(part, _SPLIT_KEYS, f"{path}: split '{split}'")
+        for split, part in zip(SPLITS, (train, val), strict=True)
+    }
+    return _write_pickle(path, data, protocol)
+
+
+def write_whitening_db(path: str | Path, db: Mapping, *, protocol: int = 3) -> Path:
+    """Write a whitening db (``*-whiten.pkl``) that :func:`read_whitening_db` reads back
+    unchanged.
+
+    Args:
+        path: The file to write (its folder is created).
+        db: ``cids``, ``qidxs`` and ``pidxs`` as in a training db split, and optionally
+            ``cluster`` (left out of the file when absent).
+        protocol: Pickle protocol.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        AsymretError: content :func:`read_whitening_db` would refuse (nothing is written).
+    """
+    path = Path(path)
+    return _write_pickle(path, _split_to_write(db, _WHITEN_KEYS, f"{path}: whitening db"), protocol)
+
+
+def _split_to_write(part: Mapping, required: tuple[str, ...], where: str) -> dict[str, list]:
+    """A split checked as the readers check it, as plain lists: cids, cluster, qidxs, pidxs."""
+    missing = [key for key in required if key not in part]
+    if missing:
+        raise AsymretError(f"{where} lacks {', '.join(missing)}")
+    db = TrainingDb._from_part(part, "", Path(), where)
+    written: dict[str, list] = {"cids": db.cids}
+    if "cluster" in part:
+        written["cluster"] = db.clusters.tolist()
+    written["qidxs"] = db.query_indices.tolist()
+    written["pidxs"] = db.positive_indices.tolist()
+    return written
+
+
+def _write_pickle(path: Path, data: dict, protocol: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(data, protocol=protocol))
+    return path

@@ -12,6 +12,7 @@ from asymret.models.registry import (
     list_models,
     load_network,
     parse_model_name,
+    register_offline_weights,
 )
 from asymret.models.state import read_state_dict
 
@@ -33,5 +34,6 @@ __all__ = [
     "model_complexity",
     "parse_model_name",
     "read_state_dict",
+    "register_offline_weights",
     "save_model",
 ]

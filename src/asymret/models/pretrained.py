@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -42,7 +43,6 @@ import torch
 from torch import nn
 
 from asymret.errors import AsymretError
-from asymret.models.registry import OFFLINE_NORMALISATION, OFFLINE_PRETRAINED
 from asymret.models.state import load_checked, read_state_dict
 
 LITE_MEAN = (127 / 255, 127 / 255, 127 / 255)
@@ -240,12 +240,19 @@ def load_lite_classifier(variant: int) -> nn.Module:
     return model.eval()
 
 
-OFFLINE_PRETRAINED.update(
-    {
+def offline_trunk_weights() -> dict[str, Callable[[], dict[str, torch.Tensor]]]:
+    """timm arch → function returning its ImageNet trunk (:func:`lite_trunk_weights`).
+
+    Nothing is read until a function is called. This module registers nothing itself:
+    :func:`~asymret.models.registry.register_offline_weights` does.
+    """
+    return {
         checkpoint.arch: partial(lite_trunk_weights, variant)
         for variant, checkpoint in LITE_CHECKPOINTS.items()
     }
-)
-OFFLINE_NORMALISATION.update(
-    {checkpoint.arch: (LITE_MEAN, LITE_STD) for checkpoint in LITE_CHECKPOINTS.values()}
-)
+
+
+def offline_normalisations() -> dict[str, tuple[tuple[float, ...], tuple[float, ...]]]:
+    """timm arch → ``(mean, std)`` the offline weights expect (:data:`LITE_MEAN`,
+    :data:`LITE_STD`), where timm's pretrained config rounds them."""
+    return {checkpoint.arch: (LITE_MEAN, LITE_STD) for checkpoint in LITE_CHECKPOINTS.values()}

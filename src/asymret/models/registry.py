@@ -20,6 +20,7 @@ from asymret.errors import AsymretError
 from asymret.models.checkpoint import load_model
 from asymret.models.network import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, RetrievalNet
 from asymret.models.pooling import POOLINGS
+from asymret.models.pretrained import offline_normalisations, offline_trunk_weights
 from asymret.models.state import load_checked, read_state_dict
 
 KNOWN_MODELS = (
@@ -38,13 +39,30 @@ KNOWN_MODELS = (
 
 TrunkWeights = Callable[[], dict[str, torch.Tensor]]
 OFFLINE_PRETRAINED: dict[str, TrunkWeights] = {}
-"""timm arch → function returning ImageNet trunk weights that need no download."""
+"""timm arch → function returning ImageNet trunk weights that need no download; filled by
+:func:`register_offline_weights`."""
 
 Normalisation = tuple[tuple[float, float, float], tuple[float, float, float]]
 OFFLINE_NORMALISATION: dict[str, Normalisation] = {}
-"""timm arch → (mean, std) that its offline weights expect, where timm's config differs."""
+"""timm arch → (mean, std) that its offline weights expect, where timm's config differs;
+filled by :func:`register_offline_weights`."""
 
 CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.", "pre_logits.", "last_linear.")
+
+
+def register_offline_weights() -> None:
+    """Register the offline ImageNet weights: EfficientNet-Lite0/1/2 from their pip packages
+    (:mod:`asymret.models.pretrained`), in :data:`OFFLINE_PRETRAINED` and
+    :data:`OFFLINE_NORMALISATION`.
+
+    Importing :mod:`asymret.models` registers nothing; :func:`parse_model_name` and
+    :func:`create_model` call this first. Idempotent: an arch already registered (by an
+    earlier call, or by the caller) keeps its entry. No weights are read here.
+    """
+    for arch, weights in offline_trunk_weights().items():
+        OFFLINE_PRETRAINED.setdefault(arch, weights)
+    for arch, normalisation in offline_normalisations().items():
+        OFFLINE_NORMALISATION.setdefault(arch, normalisation)
 
 
 def list_models() -> list[str]:
@@ -76,6 +94,7 @@ def parse_model_name(name: str) -> ModelConfig:
     if linear_dim is not None and linear_dim <= 0:
         raise AsymretError(f"model name '{name}': the linear layer needs a positive dimension")
     arch = "-".join(parts)
+    register_offline_weights()
     if not timm.is_model(arch):
         raise AsymretError(f"model name '{name}': '{arch}' is not a timm architecture")
     cfg = timm.models.get_pretrained_cfg(arch)
@@ -119,6 +138,7 @@ def create_model(
     if pretrained_path is not None:
         load_trunk_weights(net, read_state_dict(pretrained_path), str(pretrained_path))
     elif pretrained:
+        register_offline_weights()
         if config.arch not in OFFLINE_PRETRAINED:
             raise AsymretError(
                 f"no offline ImageNet weights for '{config.arch}' (available: "

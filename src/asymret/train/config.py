@@ -18,6 +18,7 @@ import yaml
 
 from asymret.errors import AsymretError
 from asymret.losses import list_losses
+from asymret.mining import MINING_BACKENDS, check_backend
 
 RELATIONAL_LOSSES = ("rkd", "darkrank")
 SIMILARITIES = ("asymmetric", "symmetric")
@@ -113,6 +114,9 @@ class MiningConfig:
         pool_size: random pool of negative candidates per epoch (20000 in the reference).
         num_negatives: negatives per tuple (5 in the reference).
         query_vectors: mine with the ``student``'s query vectors or the ``teacher``'s.
+        backend: hard-negative search: ``torch`` (matrix products on ``run.device``) or
+            ``faiss`` (an exact inner-product index on the CPU; needs ``faiss-cpu``). Both
+            apply the same rule; they can differ only where scores differ by float rounding.
     """
 
     sampler: str = "tuples"
@@ -122,6 +126,7 @@ class MiningConfig:
     pool_size: int = 20000
     num_negatives: int = 5
     query_vectors: str = "student"
+    backend: str = "torch"
 
 
 @dataclass
@@ -211,12 +216,17 @@ class TrainConfig:
             ("mining.sampler", self.mining.sampler, SAMPLERS),
             ("mining.negatives", self.mining.negatives, MININGS),
             ("mining.query_vectors", self.mining.query_vectors, MINING_QUERIES),
+            ("mining.backend", self.mining.backend, MINING_BACKENDS),
             ("models.projection_init", self.models.projection_init, PROJECTION_INITS),
             ("loss.name", self.loss.name, tuple(list_losses())),
         ]
         for key, value, allowed in choices:
             if value not in allowed:
                 raise AsymretError(f"{key}={value!r}; expected one of {', '.join(allowed)}")
+        try:
+            check_backend(self.mining.backend, self.run.device)
+        except AsymretError as exc:
+            raise AsymretError(f"mining.backend={self.mining.backend}: {exc}") from None
         if self.needs_teacher and not self.models.teacher:
             raise AsymretError(
                 f"loss {self.loss.name} with similarity={self.loss.similarity}, "

@@ -5,19 +5,17 @@ then take ``batch_size`` tuples per step through the student as one batch; or, w
 ``mining.sampler=images``, draw random training images and take ``batch_size`` of them per
 step (regression, RKD and DarkRank as the reference trains them). The teacher's
 vectors of every training image are extracted once into a feature store (the "bank") and
-read by row. Checkpoints are written atomically and hold everything needed to continue a
-killed run exactly: weights, optimiser and schedule, the epoch's tuples and the step reached
-(every random draw derives from the seed, the epoch and the step).
+read by row. Checkpoints (:mod:`asymret.train.checkpoint`) are written atomically and hold
+everything needed to continue a killed run exactly: weights, optimiser and schedule, the
+epoch's tuples and the step reached (every random draw derives from the seed, the epoch and
+the step). The run's logs are :mod:`asymret.train.log`'s.
 """
 
 from __future__ import annotations
 
-import csv
 import inspect
 import math
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,21 +26,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from asymret.bank import TeacherBank
 from asymret.data.image_list import ImageList
 from asymret.data.revisitop import RevisitopDataset
 from asymret.data.sfm120k import TrainingDb
 from asymret.errors import AsymretError
-from asymret.evaluate import evaluate_retrieval
-from asymret.features import FeatureStore, extract_to_store, extract_vectors
+from asymret.evaluate import available_settings, evaluate_retrieval
+from asymret.features import FeatureStore, extract_vectors
 from asymret.losses import build_loss
-from asymret.mining import (
-    EpochTuples,
-    epoch_generator,
-    mine_hard_negatives,
-    random_negative_tuples,
-    sample_epoch,
-    sample_images,
-)
+from asymret.mining import EpochTuples, epoch_generator, epoch_tuples, sample_images
 from asymret.models import (
     ActivationCache,
     RetrievalNet,
@@ -52,6 +44,12 @@ from asymret.models import (
     save_model,
 )
 from asymret.runtime import prefers_channels_last
+from asymret.train.checkpoint import (
+    CHECKPOINT_NAME,
+    TrainState,
+    load_checkpoint,
+    save_checkpoint,
+)
 from asymret.train.config import TrainConfig, config_from_dict, save_config
 from asymret.train.distributed import (
     DistInfo,
@@ -61,6 +59,7 @@ from asymret.train.distributed import (
     shard,
     sum_across_ranks,
 )
+from asymret.train.log import VALIDATION_LOG_NAME, TrainLog, append_csv
 from asymret.train.projection import (
     PooledFeatures,
     check_projection_init,
@@ -68,8 +67,6 @@ from asymret.train.projection import (
     set_projection,
 )
 from asymret.train.steps import forward_by_size, tuple_references
-
-CHECKPOINT_NAME = "last.pt"
 
 
 class TrainingDiverged(AsymretError):
@@ -86,18 +83,6 @@ def set_batchnorm_eval(module: nn.Module) -> None:
 def step_seed(seed: int, epoch: int, step: int) -> int:
     """Seed of one step's randomness (e.g. dropout), from the run seed, epoch and step."""
     return int(np.random.SeedSequence((seed, epoch, step, 1)).generate_state(1)[0])
-
-
-@dataclass
-class TrainState:
-    """Where the run is: ``epoch`` in progress, ``step`` steps of it done, its tuples, and
-    the last epoch whose validation finished."""
-
-    epoch: int = 0
-    step: int = 0
-    tuples: EpochTuples | None = None
-    skipped_images: int = 0
-    validated: int = 0
 
 
 class StepImages(Dataset):
@@ -221,10 +206,12 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(
             self.optimizer, gamma=config.optim.lr_decay
         )
-        self.teacher_root = (
-            Path(config.run.teacher_bank) if config.run.teacher_bank else self.run_dir / "teacher"
+        self.teacher_bank = None if self.teacher is None else TeacherBank(
+            config.run.teacher_bank or self.run_dir / "teacher", self.teacher, device=self.device,
+            amp=self.amp, channels_last=self.channels_last,
+            num_workers=config.run.num_workers, progress=self._progress,
         )
-        self.bank = self._teacher_bank() if self.teacher is not None else None
+        self.bank = self._training_vectors() if self.teacher is not None else None
         self.model = self._distributed(self.student) if self.info.distributed else self.student
 
     @staticmethod
@@ -251,20 +238,18 @@ class Trainer:
     def _progress(self) -> bool:
         return self.config.run.progress and self.info.is_main
 
-    def _teacher_bank(self) -> np.ndarray:
+    def _training_vectors(self) -> np.ndarray:
         """The teacher's (N, D) vectors of all training images, extracted once, memory-mapped."""
-        path = self.teacher_root / "train"
-        if self.info.is_main:
-            extract_to_store(
-                self.teacher, self.train_images, self.db.cids, path, device=self.device,
-                amp=self.amp, channels_last=self.channels_last,
-                num_workers=self.config.run.num_workers, progress=self._progress,
+        def training_vectors() -> FeatureStore:
+            return self.teacher_bank.training_vectors(
+                self.config.data.train_db, self.db, self.config.data.imsize,
+                skip_unreadable=self.config.data.skip_unreadable,
             )
+
+        if self.info.is_main:
+            training_vectors()
         barrier(self.info)
-        store = FeatureStore.open(path)
-        if not store.is_complete:
-            raise AsymretError(f"{path}: teacher feature bank is incomplete")
-        return store.vectors
+        return training_vectors().vectors
 
     def _bank_rows(self, indices: torch.Tensor) -> torch.Tensor:
         """Teacher vectors of training images ``indices`` (any shape) → (*indices.shape, D)."""
@@ -293,42 +278,26 @@ class Trainer:
     # ----------------------------------------------------------------- epochs
 
     def _epoch_tuples(self, epoch: int) -> EpochTuples:
+        """The epoch's tuples (:func:`asymret.mining.epoch_tuples`) or random images; hard
+        negatives are mined with the teacher's or the student's vectors, as configured."""
         config = self.config
-        generator = epoch_generator(config.run.seed, epoch)
         mining = config.mining
         if mining.sampler == "images":
+            generator = epoch_generator(config.run.seed, epoch)
             return sample_images(mining.num_images, len(self.db), generator)
-        pool_size = 0 if mining.negatives == "none" else mining.pool_size
-        sample = sample_epoch(
-            mining.num_pairs, pool_size, self.db.query_indices, self.db.positive_indices,
-            len(self.db), generator,
+
+        def student(indices: torch.Tensor) -> torch.Tensor:
+            return self._extract(self.student, self.train_images, indices)
+
+        teacher = self._bank_rows
+        return epoch_tuples(
+            config.run.seed, epoch, self.db.query_indices, self.db.positive_indices,
+            self.db.clusters, negatives=mining.negatives, num_pairs=mining.num_pairs,
+            pool_size=mining.pool_size, num_negatives=mining.num_negatives,
+            query_vectors=teacher if mining.query_vectors == "teacher" else student,
+            pool_vectors=teacher if config.loss.similarity == "asymmetric" else student,
+            device=self.device, backend=mining.backend,
         )
-        clusters = torch.from_numpy(self.db.clusters)
-        if mining.negatives == "none":
-            return sample.tuples(torch.empty(len(sample.query_indices), 0, dtype=torch.int64))
-        if mining.negatives == "random":
-            tuples = random_negative_tuples(sample, clusters, mining.num_negatives, generator)
-        else:
-            if mining.query_vectors == "teacher":
-                queries = self._bank_rows(sample.query_indices)
-            else:
-                queries = self._extract(self.student, self.train_images, sample.query_indices)
-            if config.loss.similarity == "asymmetric":
-                pool = self._bank_rows(sample.pool_indices)
-            else:
-                pool = self._extract(self.student, self.train_images, sample.pool_indices)
-            positions = mine_hard_negatives(
-                queries, clusters[sample.query_indices], pool, clusters[sample.pool_indices],
-                mining.num_negatives, device=self.device,
-            )
-            tuples = sample.tuples(positions)
-        if (tuples.negative_indices < 0).any():
-            raise AsymretError(
-                f"the negative pool of epoch {epoch} has fewer than {mining.num_negatives} "
-                "clusters besides some query's; raise mining.pool_size or lower "
-                "mining.num_negatives"
-            )
-        return tuples
 
     def _needed_images(self, rows: torch.Tensor, tuples: EpochTuples) -> torch.Tensor:
         """Image indices the student must see for tuples ``rows`` of the epoch."""
@@ -403,65 +372,25 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints
 
     def _save_checkpoint(self, state: TrainState) -> None:
-        if not self.info.is_main:
-            return
-        tuples = state.tuples
-        payload = {
-            "student": self.student.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "epoch": state.epoch,
-            "step": state.step,
-            "skipped_images": state.skipped_images,
-            "validated": state.validated,
-            "tuples": None
-            if tuples is None
-            else {
-                "query_indices": tuples.query_indices,
-                "positive_indices": tuples.positive_indices,
-                "negative_indices": tuples.negative_indices,
-            },
-        }
-        temporary = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(payload, temporary)
-        os.replace(temporary, self.checkpoint_path)
+        if self.info.is_main:
+            save_checkpoint(
+                self.checkpoint_path, state, self.student, self.optimizer, self.scheduler
+            )
 
     def _load_checkpoint(self) -> TrainState:
-        try:
-            payload = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
-        except Exception as exc:
-            raise AsymretError(f"{self.checkpoint_path}: cannot read checkpoint ({exc})") from exc
-        self.student.load_state_dict(payload["student"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
-        tuples = payload["tuples"]
-        return TrainState(
-            epoch=payload["epoch"],
-            step=payload["step"],
-            tuples=None if tuples is None else EpochTuples(
-                tuples["query_indices"].cpu(),
-                tuples["positive_indices"].cpu(),
-                tuples["negative_indices"].cpu(),
-            ),
-            skipped_images=payload["skipped_images"],
-            validated=payload["validated"],
+        return load_checkpoint(
+            self.checkpoint_path, self.student, self.optimizer, self.scheduler, self.device
         )
 
     # ------------------------------------------------------------- validation
 
-    def _teacher_val_vectors(self, dataset: RevisitopDataset, part: str) -> np.ndarray:
-        images = dataset.query_images(self.config.data.val_imsize) if part == "queries" else (
-            dataset.database_images(self.config.data.val_imsize)
-        )
-        names = dataset.qimlist if part == "queries" else dataset.imlist
-        path = self.teacher_root / f"{dataset.name}-{part}"
+    def _teacher_val_vectors(self, dataset: RevisitopDataset) -> tuple[np.ndarray, np.ndarray]:
+        """The teacher's (Q, D) query and (N, D) database vectors of a validation set."""
         if self.info.is_main:
-            extract_to_store(
-                self.teacher, images, names, path, device=self.device, amp=self.amp,
-                channels_last=self.channels_last, progress=self._progress,
-            )
+            self.teacher_bank.test_vectors(dataset, self.config.data.val_imsize)
         barrier(self.info)
-        return FeatureStore.open(path).vectors
+        queries, database = self.teacher_bank.test_vectors(dataset, self.config.data.val_imsize)
+        return queries.vectors, database.vectors
 
     def validate(self, epoch: int) -> list[dict]:
         """Revisited mAP on each validation set: symmetric, asymmetric and the teacher's."""
@@ -475,22 +404,18 @@ class Trainer:
             student_x = self._extract(
                 self.student, database_images, torch.arange(len(database_images))
             )
-            settings = {"symmetric": (student_q, student_x)}
+            vectors = {"student": (student_q.cpu().numpy(), student_x.cpu().numpy())}
             if self.teacher is not None:
-                teacher_x = self._teacher_val_vectors(dataset, "database")
-                teacher_q = self._teacher_val_vectors(dataset, "queries")
-                settings["asymmetric"] = (student_q, teacher_x)
-                settings["teacher"] = (teacher_q, teacher_x)
-            for setting, (queries, database) in settings.items():
+                vectors["teacher"] = self._teacher_val_vectors(dataset)
+            for setting, (query_side, database_side) in available_settings(vectors).items():
                 result = evaluate_retrieval(
-                    np.asarray(queries.cpu() if torch.is_tensor(queries) else queries),
-                    np.asarray(database.cpu() if torch.is_tensor(database) else database),
+                    np.asarray(vectors[query_side][0]), np.asarray(vectors[database_side][1]),
                     dataset.gnd,
                 )
                 rows.append({"epoch": epoch, "dataset": name, "setting": setting,
                              **{f"map_{p}": v for p, v in result.map.items()}})
         if self.info.is_main:
-            self._append_csv(self.run_dir / "validation.csv", rows)
+            append_csv(self.run_dir / VALIDATION_LOG_NAME, rows)
             for row in rows:
                 print(
                     f"epoch {epoch} {row['dataset']} {row['setting']:>10s}: mAP "
@@ -499,17 +424,6 @@ class Trainer:
         return rows
 
     # ------------------------------------------------------------------- loop
-
-    @staticmethod
-    def _append_csv(path: Path, rows: list[dict]) -> None:
-        if not rows:
-            return
-        new = not path.exists()
-        with open(path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
 
     def _train_mode(self) -> None:
         self.student.train()
@@ -526,18 +440,12 @@ class Trainer:
             self._init_projection()
             self._save_checkpoint(state)
             self._save_activation_cache()
-        writer = self._tensorboard()
-        log_path = self.run_dir / "train_log.csv"
-        if self.resume and self.info.is_main:
-            self._trim_log(log_path, state)
+        log = TrainLog(self.run_dir, enabled=self.info.is_main)
+        if self.resume:
+            log.resume_at(state.epoch, state.step)
         while True:
             if state.validated < state.epoch and self._validation_due(state.epoch):
-                for row in self.validate(state.epoch):
-                    if writer is not None:
-                        writer.add_scalar(
-                            f"{row['dataset']}/{row['setting']}/map_medium",
-                            row["map_medium"], state.epoch,
-                        )
+                log.validated(state.epoch, self.validate(state.epoch))
                 state.validated = state.epoch
                 self._save_checkpoint(state)
                 self._save_activation_cache()
@@ -547,7 +455,7 @@ class Trainer:
                 state.tuples = self._epoch_tuples(state.epoch)
                 state.step = 0
                 self._save_checkpoint(state)
-            self._run_epoch(state, log_path, writer)
+            self._run_epoch(state, log)
             self._save_activation_cache()
             self.scheduler.step()
             state = TrainState(state.epoch + 1, 0, None, state.skipped_images, state.validated)
@@ -557,8 +465,7 @@ class Trainer:
             save_model(self.student, student_dir)
             if state.skipped_images:
                 print(f"skipped {state.skipped_images} unreadable training images")
-        if writer is not None:
-            writer.close()
+        log.close()
         return student_dir
 
     def _save_activation_cache(self) -> None:
@@ -573,30 +480,7 @@ class Trainer:
             last or (every > 0 and epoch % every == 0)
         )
 
-    @staticmethod
-    def _trim_log(log_path: Path, state: TrainState) -> None:
-        """Drop log rows of steps after the checkpoint (they are trained again)."""
-        if not log_path.exists():
-            return
-        with open(log_path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        kept = [
-            row for row in rows
-            if (int(row["epoch"]) - 1, int(row["step"])) <= (state.epoch, state.step)
-        ]
-        log_path.unlink()
-        Trainer._append_csv(log_path, kept)
-
-    def _tensorboard(self):
-        if not self.info.is_main:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            return None
-        return SummaryWriter(str(self.run_dir / "tensorboard"))
-
-    def _run_epoch(self, state: TrainState, log_path: Path, writer) -> None:
+    def _run_epoch(self, state: TrainState, log: TrainLog) -> None:
         config = self.config
         steps = self._step_rows(state.tuples)
         step_images = [self._needed_images(rows, state.tuples) for rows in steps]
@@ -629,16 +513,12 @@ class Trainer:
                 raise self._diverged(state, f"loss is {total}")
             self.optimizer.step()
             state.step += 1
-            lr = self.optimizer.param_groups[0]["lr"]
-            if self.info.is_main:
-                global_step = state.epoch * len(steps) + state.step
-                self._append_csv(log_path, [{
-                    "epoch": state.epoch + 1, "step": state.step, "global_step": global_step,
-                    "loss": total, "lr": lr, "seconds": time.perf_counter() - started,
-                }])
-                if writer is not None:
-                    writer.add_scalar("train/loss", total, global_step)
-                bar.set_postfix(loss=f"{total:.4f}")
+            log.step(
+                epoch=state.epoch + 1, step=state.step,
+                global_step=state.epoch * len(steps) + state.step, loss=total,
+                lr=self.optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - started,
+            )
+            bar.set_postfix(loss=f"{total:.4f}")
             bar.update(1)
             if state.step % config.run.checkpoint_every == 0 and state.step < len(steps):
                 self._save_checkpoint(state)
