@@ -178,6 +178,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = load_test_set(args.dataset, args.root)
     results = evaluate_networks(dataset, student, teacher, args.features,
                                 whitening=args.whitening, root=args.root, imsize=args.imsize,
+                                teacher_imsize=args.teacher_imsize,
                                 scales=args.scales, with_distractors=args.distractors,
                                 **_extract_options(args))
     if args.json:
@@ -327,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
         "a155e54.pth --dataset roxford5k",
     )
     evaluate_models.add_argument("--teacher", help="database-side network for the asymmetric test")
+    evaluate_models.add_argument("--teacher-imsize", type=int,
+                                 help="longer image side the teacher sees (default: --imsize)")
     evaluate_models.add_argument("--features", default="runs/features",
                                  help="feature-store cache (default: runs/features)")
     evaluate_models.add_argument("--whitening", metavar="DB",

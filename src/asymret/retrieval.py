@@ -226,6 +226,7 @@ def evaluate_networks(
     root: str | Path | None = None,
     whitening_split: str = "val",
     imsize: int | None = 1024,
+    teacher_imsize: int | None = None,
     scales: Sequence[float] = (1.0,),
     with_distractors: bool = False,
     distractors_root: str | Path | None = None,
@@ -247,6 +248,8 @@ def evaluate_networks(
             ``distractors_root`` is given).
         whitening_split: split of a training-db whitening source.
         imsize, scales: the test's longer image side and extraction scales.
+        teacher_imsize: the longer image side the teacher sees (its database, its queries in
+            the teacher setting, its whitening images); ``None``: ``imsize``.
         with_distractors: add the R1M distractors (under ``distractors_root``) to the database.
         **extract_options: ``device``, ``batch_size``, ``num_workers``, ``amp``, ``progress``;
             the whitening images are extracted with the same ones.
@@ -255,6 +258,7 @@ def evaluate_networks(
     if unknown:
         raise TypeError(f"evaluate_networks: unknown option(s) {', '.join(sorted(unknown))}")
     networks = {"student": student}
+    sizes = {"student": imsize, "teacher": imsize if teacher_imsize is None else teacher_imsize}
     if teacher is not None:
         networks["teacher"] = teacher
     settings = available_settings(networks)
@@ -270,7 +274,7 @@ def evaluate_networks(
         for side in dict.fromkeys(database_side for _, database_side in settings.values()):
             whitenings[side] = network_whitening(
                 networks[side], whitening, features_dir, root=root, split=whitening_split,
-                imsize=imsize, scales=scales, **extract_options,
+                imsize=sizes[side], scales=scales, **extract_options,
             )
         for query_side, database_side in settings.values():
             applied = whitenings[database_side]
@@ -279,7 +283,7 @@ def evaluate_networks(
 
     stores = {
         side: TeacherBank(features_dir, net, **extract_options).test_vectors(
-            dataset, imsize, scales, distractors)
+            dataset, sizes[side], scales, distractors)
         for side, net in networks.items()
     }
     device = extract_options.get("device", "cpu")

@@ -37,8 +37,14 @@ class DataConfig:
         root: data root (``None``: ``$ASYMRET_DATA`` or ``~/.cache/asymret``).
         train_db: SfM-format training db folder name under the root.
         val_sets: revisitop-format test sets under the root, evaluated during training.
-        imsize: longer side of training images (362 in fast recipes, 1024 as published).
-        val_imsize: longer side of validation images.
+        imsize: longer side of the student's training images (362 in fast recipes, 1024 as
+            published).
+        val_imsize: longer side of the student's validation images.
+        teacher_imsize: longer side of the training images the teacher's bank is extracted
+            at (``None``: ``imsize``); a deployment's teacher may see more pixels than its
+            phone-side student.
+        val_teacher_imsize: longer side of the validation images the teacher indexes
+            (``None``: ``val_imsize``).
         skip_unreadable: skip unreadable training images (and count them) instead of failing.
     """
 
@@ -47,7 +53,19 @@ class DataConfig:
     val_sets: list[str] = field(default_factory=lambda: ["roxford5k", "rparis6k"])
     imsize: int = 362
     val_imsize: int = 1024
+    teacher_imsize: int | None = None
+    val_teacher_imsize: int | None = None
     skip_unreadable: bool = False
+
+    @property
+    def teacher_train_imsize(self) -> int:
+        """Longer side of the training images the teacher's bank holds."""
+        return self.imsize if self.teacher_imsize is None else self.teacher_imsize
+
+    @property
+    def teacher_val_imsize(self) -> int:
+        """Longer side of the validation images the teacher indexes."""
+        return self.val_imsize if self.val_teacher_imsize is None else self.val_teacher_imsize
 
 
 @dataclass
@@ -237,6 +255,10 @@ class TrainConfig:
         if self.mining.sampler == "images":
             self._validate_image_sampler()
         for key, value in (
+            ("data.imsize", self.data.imsize),
+            ("data.val_imsize", self.data.val_imsize),
+            ("data.teacher_imsize", self.data.teacher_train_imsize),
+            ("data.val_teacher_imsize", self.data.teacher_val_imsize),
             ("optim.batch_size", self.optim.batch_size),
             ("optim.epochs", self.optim.epochs),
             ("mining.num_pairs", self.mining.num_pairs),

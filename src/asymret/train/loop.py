@@ -242,7 +242,7 @@ class Trainer:
         """The teacher's (N, D) vectors of all training images, extracted once, memory-mapped."""
         def training_vectors() -> FeatureStore:
             return self.teacher_bank.training_vectors(
-                self.config.data.train_db, self.db, self.config.data.imsize,
+                self.config.data.train_db, self.db, self.config.data.teacher_train_imsize,
                 skip_unreadable=self.config.data.skip_unreadable,
             )
 
@@ -387,9 +387,11 @@ class Trainer:
     def _teacher_val_vectors(self, dataset: RevisitopDataset) -> tuple[np.ndarray, np.ndarray]:
         """The teacher's (Q, D) query and (N, D) database vectors of a validation set."""
         if self.info.is_main:
-            self.teacher_bank.test_vectors(dataset, self.config.data.val_imsize)
+            self.teacher_bank.test_vectors(dataset, self.config.data.teacher_val_imsize)
         barrier(self.info)
-        queries, database = self.teacher_bank.test_vectors(dataset, self.config.data.val_imsize)
+        queries, database = self.teacher_bank.test_vectors(
+            dataset, self.config.data.teacher_val_imsize
+        )
         return queries.vectors, database.vectors
 
     def validate(self, epoch: int) -> list[dict]:
