@@ -76,12 +76,15 @@ def test_evaluate_features_user_errors_are_one_line(capsys, feature_files, corru
     assert status == 2 and "Traceback" in err
 
 
-def test_demo_refuses_a_folder_of_the_other_size(capsys, tmp_path):
-    (tmp_path / "demo-plan.json").write_text(json.dumps({"quick": True}))
-    status, out, err = run(capsys, "demo", "--out", str(tmp_path))
+def test_demo_refuses_a_folder_of_another_plan(capsys, tmp_path):
+    (tmp_path / "demo-plan.json").write_text(json.dumps({"plan": "quick", "version": 2}))
+    status, out, err = run(capsys, "demo", "--long", "--out", str(tmp_path))
     assert status == 2 and out == ""
-    assert err == f"asymret: error: {tmp_path}: holds a demo of the other size (--quick or not); " \
-        "choose another --out\n"
+    assert err == f"asymret: error: {tmp_path}: holds the 'quick' demo, not the 'long' one; " \
+        "choose another --out or delete it\n"
+    (tmp_path / "demo-plan.json").write_text(json.dumps({"quick": True}))
+    status, _, err = run(capsys, "demo", "--out", str(tmp_path))
+    assert status == 2 and "holds a demo of an older asymret, not the 'default' one" in err
 
 
 def test_models_lists_names(capsys):

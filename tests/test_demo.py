@@ -2,15 +2,18 @@
 
 import csv
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from asymret.data.synth import synth_config
-from asymret.demo import EVALUATION_FILE, PLANS, STUDENTS, DemoRun
+from asymret.demo import EVALUATION_FILE, PLANS, DemoRun, demo_students
 from asymret.features import FeatureStore
+from asymret.train.config import load_config
 from asymret.train.loop import Trainer
+from asymret.train.presets import PAPER_ROWS, PRESETS_DIR
 
 TINY = replace(
     PLANS["quick"],
@@ -18,18 +21,58 @@ TINY = replace(
                        test_landmarks=3, queries_per_landmark=2,
                        database_images_per_landmark=8, distractor_landmarks=2,
                        images_per_distractor_landmark=4, street_images=6, photo_images=2),
-    imsize=64, teacher_epochs=1, student_epochs=1, num_pairs=8, batch_size=8,
-    starts=("random", "ridge"),
+    teacher_imsize=64, student_imsize=48, teacher_stages=1, teacher_epochs=1,
+    student_epochs=1, num_pairs=8, batch_size=8, starts=("random", "ridge"),
 )
+STUDENTS = demo_students(TINY.starts)
 
 
-def test_students_cover_every_loss_from_both_starts():
+def test_students_cover_every_row_of_the_paper_from_each_start():
     asymmetric = [s for s in STUDENTS if s.role == "asymmetric"]
     assert {s.label for s in asymmetric} == {
         "Contr⁺", "Contr", "Triplet", "MS", "Reg", "RKD", "DarkRank"}
     assert sorted(s.projection_init for s in asymmetric) == ["random"] * 7 + ["ridge"] * 7
     assert [s.role for s in STUDENTS].count("student-alone") == 1
     assert len({s.key for s in STUDENTS}) == len(STUDENTS)
+    assert [s.preset for s in demo_students(("random",))] == [
+        row.preset for row in PAPER_ROWS if row.preset is not None]
+
+
+def _planned_run(tmp_path, presets_dir=PRESETS_DIR) -> DemoRun:
+    run = DemoRun(tmp_path / "demo", TINY, progress=False, presets_dir=presets_dir)
+    run.__dict__.update(teacher_dim=32, train_db=[None] * 48)  # no benchmark, no teacher
+    return run
+
+
+def test_each_students_recipe_is_its_presets_at_the_plans_scale(tmp_path):
+    run = _planned_run(tmp_path)
+    for spec in STUDENTS:
+        preset = load_config(PRESETS_DIR / f"{spec.preset}.yaml")
+        config = run._config(tmp_path / spec.key, spec)
+        assert config.loss == preset.loss, spec.key
+        for key in ("sampler", "negatives", "num_negatives", "query_vectors"):
+            assert getattr(config.mining, key) == getattr(preset.mining, key), (spec.key, key)
+        assert (config.mining.num_pairs, config.mining.pool_size) == (TINY.num_pairs, 48)
+        assert config.models.student == "tf_efficientnet_lite0-gem-32"
+        assert (config.data.imsize, config.data.teacher_imsize) == (48, 64)
+        assert config.models.projection_init == spec.projection_init
+        assert bool(config.models.teacher) == (spec.role == "asymmetric")
+    teacher = run._config(tmp_path / "teacher", None)
+    assert teacher.loss == load_config(PRESETS_DIR / "sym-student-alone.yaml").loss
+    assert (teacher.data.imsize, teacher.optim.trainable_stages) == (64, TINY.teacher_stages)
+
+
+def test_changing_a_preset_changes_the_demos_recipe(tmp_path):
+    presets = tmp_path / "presets"
+    shutil.copytree(PRESETS_DIR, presets)
+    path = presets / "asym-triplet.yaml"
+    path.write_text(path.read_text().replace("params: {margin: 0.7}", "params: {margin: 0.3}")
+                    .replace("negatives: hard", "negatives: random"))
+    [triplet] = [s for s in STUDENTS if s.key == "asym-triplet-random"]
+    before = _planned_run(tmp_path)._config(tmp_path / "a", triplet)
+    after = _planned_run(tmp_path, presets)._config(tmp_path / "b", triplet)
+    assert (before.loss.params, before.mining.negatives) == ({"margin": 0.7}, "hard")
+    assert (after.loss.params, after.mining.negatives) == ({"margin": 0.3}, "random")
 
 
 @pytest.mark.slow
@@ -71,6 +114,7 @@ def test_demo_reports_reuses_finished_parts_and_survives_ctrl_c(tmp_path, monkey
     assert np.linalg.norm(bank.mean(0)) < 0.1, "the teacher's vectors are centred"
     html = files["html"].read_text()
     assert 'id="results"' in html and 'id="picture-grid"' in html
+    assert html.index('id="findings"') < html.index('id="results"')
     assert "Partial report" not in files["md"].read_text()
 
     def no_training(self):

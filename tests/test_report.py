@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 from collections import Counter
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from PIL import Image
 
 from asymret.evaluate import precision_recall_points
+from asymret.findings import Check, Finding, demo_findings
 from asymret.report import (
     RECALL_LEVELS,
     QueryRanking,
@@ -27,6 +29,7 @@ from asymret.report import (
 TITLE = "Synth demo: Contr⁺ beats its teacher"
 NOTES = ["Teacher: ResNet-GeM & friends <d=64>", "Students trained 3 epochs"]
 VERDICT_CYCLE = ("positive", "negative", "junk", "positive", "negative")
+STUDENT_SIZE = {"params": 3_371_616, "gflops": 0.3924, "imsize": 160}
 
 
 def two_point_curve(first_precision: float) -> tuple[np.ndarray, np.ndarray]:
@@ -46,6 +49,10 @@ def make_results() -> list[RunResult]:
             asymmetric_map=None,
             pr_curves={"symmetric": [two_point_curve(1.0), two_point_curve(0.8)]},
             train_seconds=0.0,
+            recipe="teacher",
+            params=6_093_920,
+            gflops=1.6378,
+            imsize=256,
         ),
         RunResult(
             label="Student alone",
@@ -56,6 +63,8 @@ def make_results() -> list[RunResult]:
             asymmetric_map={"easy": 1.2345, "medium": 0.98, "hard": 0.4},
             pr_curves={"symmetric": [two_point_curve(0.9)], "asymmetric": [two_point_curve(0.1)]},
             train_seconds=12.3456789,
+            recipe="sym-student-alone",
+            **STUDENT_SIZE,
         ),
         RunResult(
             label="Contr⁺",
@@ -66,6 +75,8 @@ def make_results() -> list[RunResult]:
             asymmetric_map={"easy": 86.0, "medium": 66.8333333, "hard": 42.5},
             pr_curves={"symmetric": [two_point_curve(0.9)], "asymmetric": [two_point_curve(1.0)]},
             train_seconds=30.5,
+            recipe="asym-contrastive-plus",
+            **STUDENT_SIZE,
         ),
         RunResult(
             label="RKD <relational> & co",
@@ -76,6 +87,8 @@ def make_results() -> list[RunResult]:
             asymmetric_map={"easy": 70.0, "medium": 56.3, "hard": 30.5},
             pr_curves={"symmetric": [two_point_curve(0.7)], "asymmetric": [two_point_curve(0.6)]},
             train_seconds=28.0,
+            recipe="rkd",
+            **STUDENT_SIZE,
         ),
     ]
 
@@ -213,18 +226,31 @@ def test_markdown_table_has_every_run_with_one_decimal_values(report):
     assert text.startswith(f"# {TITLE}\n")
     for note in NOTES:
         assert f"- {note}\n" in text
-    table_rows = {
-        cells[0]: cells[1:]
-        for line in text.splitlines()
-        if line.startswith("| ") and not line.startswith("| Run")
-        for cells in [[cell.strip() for cell in line.strip("| ").split(" | ")]]
-    }
+    table_rows = markdown_table(text, "Run")
     assert set(table_rows) == {result.label for result in results}
-    assert table_rows["Teacher"] == ["—", "84.8", "64.7", "38.5", "—", "—", "—"]
-    assert table_rows["Student alone"] == ["random", "80.0", "59.6", "33.2", "1.2", "1.0", "0.4"]
+    assert table_rows["Teacher"] == ["—", "84.8", "64.7", "38.5", "—", "—", "—", "—"]
+    # Asym M / teacher: 0.98 / 64.671 and 66.8333333 / 64.671.
+    assert table_rows["Student alone"] == [
+        "random", "80.0", "59.6", "33.2", "1.2", "1.0", "0.4", "0.02"]
     # The best asymmetric Medium (Contr⁺, 66.8) is in bold, and only that one.
-    assert table_rows["Contr⁺"] == ["ridge", "81.0", "60.2", "34.8", "86.0", "**66.8**", "42.5"]
+    assert table_rows["Contr⁺"] == [
+        "ridge", "81.0", "60.2", "34.8", "86.0", "**66.8**", "42.5", "1.03"]
     assert text.count("**") == 2
+    assert "## Findings" not in text  # none given, no box
+
+
+def markdown_table(text: str, first_header: str) -> dict[str, list[str]]:
+    """The rows of the Markdown table whose header starts with ``first_header``: first cell →
+    the others."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("| "):
+            break
+        cells = [cell.strip() for cell in line.strip("| ").split(" | ")]
+        rows[cells[0]] = cells[1:]
+    return rows
 
 
 def test_mean_interpolated_precision_hand_worked():
@@ -453,6 +479,42 @@ def test_missing_and_corrupt_images_become_grey_placeholders(tmp_path):
             r"^results: at least one",
             id="no-results",
         ),
+        pytest.param(
+            lambda results, rankings: setattr(results[2], "recipe", "contrastive"),
+            r"results\[2\]\.recipe: unknown recipe 'contrastive'",
+            id="recipe",
+        ),
+        pytest.param(
+            lambda results, rankings: setattr(results[3], "recipe", "sym-student-alone"),
+            r"results\[3\]\.recipe: 'sym-student-alone' is a recipe of the role 'student-alone', "
+            r"but the row's role is 'asymmetric'",
+            id="recipe-role",
+        ),
+        pytest.param(
+            lambda results, rankings: setattr(results[1], "params", True),
+            r"results\[1\]\.params: expected a positive whole number or None, got True",
+            id="params-bool",
+        ),
+        pytest.param(
+            lambda results, rankings: setattr(results[0], "params", 0),
+            r"results\[0\]\.params: expected a positive whole number or None, got 0",
+            id="params-zero",
+        ),
+        pytest.param(
+            lambda results, rankings: setattr(results[2], "imsize", 160.0),
+            r"results\[2\]\.imsize: expected a positive whole number or None, got 160\.0",
+            id="imsize-float",
+        ),
+        pytest.param(
+            lambda results, rankings: setattr(results[3], "gflops", float("nan")),
+            r"results\[3\]\.gflops: expected a positive number or None, got nan",
+            id="gflops-nan",
+        ),
+        pytest.param(
+            lambda results, rankings: results.append(replace(results[0], label="Teacher 2")),
+            r"results\[4\]\.role: a second teacher row \(the first is results\[0\]\)",
+            id="second-teacher",
+        ),
     ],
 )
 def test_bad_inputs_raise_value_error_naming_the_field(tmp_path, change, field):
@@ -461,6 +523,171 @@ def test_bad_inputs_raise_value_error_naming_the_field(tmp_path, change, field):
     change(results, rankings)
     with pytest.raises(ValueError, match=field):
         write_report(tmp_path / "run", results, rankings, title="bad")
+    assert not (tmp_path / "run").exists()
+
+
+def make_findings() -> list[Finding]:
+    """One finding of each status, with text to escape and a check that was not run."""
+    return [
+        Finding(
+            "F1",
+            "Symmetric <test> & co",
+            "partly reproduced",
+            [
+                Check(
+                    "Contr⁺ beats the student <alone>", True, "Contr⁺ 60.2 vs student alone 59.6"
+                ),
+                Check("Contr⁺ is near the teacher", False, "Contr⁺ 60.2 (-4.5) vs teacher 64.7"),
+                Check(
+                    "Triplet does worse",
+                    False,
+                    "not run: no result for Triplet (random start)",
+                    ran=False,
+                ),
+            ],
+        ),
+        Finding("F2", "Asymmetric test", "reproduced", [Check("Reg is best", True, "Reg 61.3")]),
+        Finding("F9", "Nothing holds", "not reproduced", [Check("claim", False, "12.5 vs 13.0")]),
+    ]
+
+
+def test_csv_holds_recipe_network_size_and_share_of_the_teacher(report):
+    paths, _, _ = report
+    with open(paths["csv"], newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["recipe"] for row in rows] == [
+        "teacher", "sym-student-alone", "asym-contrastive-plus", "rkd"]
+    # Asymmetric Medium over the teacher's symmetric Medium (64.671), by hand.
+    assert rows[0]["asym_over_teacher_medium"] == ""
+    assert float(rows[1]["asym_over_teacher_medium"]) == 0.98 / 64.671
+    assert float(rows[2]["asym_over_teacher_medium"]) == 66.8333333 / 64.671
+    assert float(rows[3]["asym_over_teacher_medium"]) == pytest.approx(0.870560, abs=1e-6)
+    assert [(row["params"], row["gflops"], row["imsize"]) for row in rows] == [
+        ("6093920", "1.6378", "256"), *[("3371616", "0.3924", "160")] * 3]
+
+
+def test_without_a_teacher_or_sizes_the_cells_stay_empty(tmp_path):
+    student = replace(make_results()[2], params=None, gflops=None, imsize=None)
+    paths = write_report(tmp_path, [student], [], title="no teacher")
+    with open(paths["csv"], newline="", encoding="utf-8") as handle:
+        (row,) = csv.DictReader(handle)
+    assert (row["asym_over_teacher_medium"], row["params"], row["gflops"], row["imsize"]) == (
+        "", "", "", "")
+    text = paths["md"].read_text(encoding="utf-8")
+    assert markdown_table(text, "Run")["Contr⁺"][-1] == "—"
+    assert "## Networks" not in text
+    html = paths["html"].read_text(encoding="utf-8")
+    assert re.findall(r'<td class="number share">([^<]*)</td>', html) == ["—"]
+    assert 'id="networks"' not in html and 'id="findings"' not in html
+
+
+def test_share_column_and_networks_table(report):
+    paths, _, _ = report
+    html = paths["html"].read_text(encoding="utf-8")
+    # Teacher: —; the students: 0.98, 66.83 and 56.3 over 64.671.
+    assert re.findall(r'<td class="number share">([^<]*)</td>', html) == [
+        "—", "0.02", "1.03", "0.87"]
+    assert "<th rowspan=\"2\">Asym M / teacher</th>" in html
+    network_rows = re.findall(r"<tr>((?:<td[^>]*>[^<]*</td>)+)</tr>", html)
+    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", network_row) for network_row in network_rows]
+    # The three students share one network; their labels are listed once each, escaped.
+    assert cells == [
+        ["Teacher", "6.09", "1.64", "256 px"],
+        ["Student alone, Contr⁺, RKD &lt;relational&gt; &amp; co", "3.37", "0.39", "160 px"],
+    ]
+    assert html.index('id="results"') < html.index('id="networks"') < html.index('id="map-chart"')
+
+    text = paths["md"].read_text(encoding="utf-8")
+    assert markdown_table(text, "Network (runs)") == {
+        "Teacher": ["6.09", "1.64", "256 px"],
+        "Student alone, Contr⁺, RKD <relational> & co": ["3.37", "0.39", "160 px"],
+    }
+
+
+def test_findings_box_comes_first_with_statuses_marks_and_numbers(tmp_path):
+    paths = write_report(
+        tmp_path, make_results(), [], title=TITLE, notes=NOTES, findings=make_findings()
+    )
+    html = paths["html"].read_text(encoding="utf-8")
+    assert html.index('id="notes"') < html.index('id="findings"') < html.index('id="results"')
+    elements = parse_elements(html)
+    boxes = [a for tag, a, ids in elements if tag == "div" and "findings" in ids]
+    assert [a["data-status"] for a in boxes] == [
+        "partly reproduced", "reproduced", "not reproduced"]
+    assert [a["class"] for a in boxes] == [
+        "finding status-partly-reproduced",
+        "finding status-reproduced",
+        "finding status-not-reproduced",
+    ]
+    checks = [a["class"] for tag, a, ids in elements if tag == "li" and "findings" in ids]
+    assert checks == [
+        "check check-passed", "check check-failed", "check check-not-run",
+        "check check-passed", "check check-failed",
+    ]
+    assert '<span class="status">◐ partly reproduced</span>' in html
+    assert '<span class="status">✓ reproduced</span>' in html
+    assert '<span class="status">✗ not reproduced</span>' in html
+    assert (
+        '<span class="mark">✓</span><span class="claim">Contr⁺ beats the student &lt;alone&gt;'
+        '</span>: <span class="numbers">Contr⁺ 60.2 vs student alone 59.6</span>'
+    ) in html
+    assert (
+        '<span class="mark">✗</span><span class="claim">Contr⁺ is near the teacher</span>: '
+        '<span class="numbers">Contr⁺ 60.2 (-4.5) vs teacher 64.7</span>'
+    ) in html
+    assert '<span class="mark">–</span><span class="claim">Triplet does worse</span>' in html
+    assert "Symmetric &lt;test&gt; &amp; co" in html and "<test>" not in html
+
+    text = paths["md"].read_text(encoding="utf-8")
+    assert text.index("## Findings") < text.index("## Results") < text.index("| Run |")
+    lines = text.splitlines()
+    assert "### F1: **PARTLY REPRODUCED** ◐" in lines
+    assert "### F2: **REPRODUCED** ✓" in lines
+    assert "### F9: **NOT REPRODUCED** ✗" in lines
+    f1 = lines.index("### F1: **PARTLY REPRODUCED** ◐")
+    assert lines[f1 + 2 : f1 + 7] == [
+        "Symmetric <test> & co",
+        "",
+        "- ✓ Contr⁺ beats the student <alone>: Contr⁺ 60.2 vs student alone 59.6",
+        "- ✗ Contr⁺ is near the teacher: Contr⁺ 60.2 (-4.5) vs teacher 64.7",
+        "- – Triplet does worse: not run: no result for Triplet (random start)",
+    ]
+
+
+def test_demo_findings_of_the_rows_go_into_the_report(tmp_path):
+    results = make_results()
+    found = demo_findings(results, start="ridge")
+    paths = write_report(tmp_path, results, [], title="demo", findings=found)
+    html = paths["html"].read_text(encoding="utf-8")
+    text = paths["md"].read_text(encoding="utf-8")
+    for finding in found:
+        assert f'data-status="{finding.status}"' in html
+        assert f"### {finding.key}: **{finding.status.upper()}**" in text
+        for check in finding.checks:
+            assert f'<span class="numbers">{escape_html(check.numbers)}</span>' in html
+            assert f": {check.numbers}" in text
+    # Only a teacher, the student alone, Contr⁺ (ridge) and RKD (random): F1 (a) needs Contr.
+    assert found[0].checks[0].numbers == "not run: no result for Contr (ridge start)"
+
+
+def escape_html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+@pytest.mark.parametrize(
+    ("findings", "message"),
+    [
+        pytest.param([{"key": "F1"}], r"findings\[0\]: expected a Finding, got dict", id="dict"),
+        pytest.param(
+            [make_findings()[1], Finding("F2", "t", "reproduced", ["✓"])],
+            r"findings\[1\]\.checks\[0\]: expected a Check, got str",
+            id="check",
+        ),
+    ],
+)
+def test_bad_findings_raise_naming_the_field(tmp_path, findings, message):
+    with pytest.raises(ValueError, match=message):
+        write_report(tmp_path / "run", make_results(), [], title="bad", findings=findings)
     assert not (tmp_path / "run").exists()
 
 
@@ -501,3 +728,29 @@ def test_chromium_renders_the_report_and_decodes_every_image(report, tmp_path):
     total = 1 + len(rankings[0].teacher_top) + len(rankings[0].student_top)
     assert body.get("data-images-total") == str(len(rankings) * total)
     assert body.get("data-images-loaded") == body.get("data-images-total")
+
+
+def test_learning_curves_table_lists_every_epoch_and_run(tmp_path):
+    curves = {"Student alone": {4: 10.0, 8: 12.25}, "Contr⁺ (random)": {4: 9.5, 8: 13.0, 12: 14.0}}
+    paths = write_report(tmp_path, make_results(), [], title="t", learning_curves=curves)
+    table = markdown_table(paths["md"].read_text(), "epoch")
+    assert table["4"] == ["10.0", "9.5"]
+    assert table["8"] == ["12.2", "13.0"]
+    assert table["12"] == ["—", "14.0"]
+    html = paths["html"].read_text()
+    assert html.index('id="learning-curves"') < html.index("Medium mAP per run")
+    assert "<th>Contr⁺ (random)</th>" in html and "<td>12.2</td>" in html
+    plain = write_report(tmp_path / "none", make_results(), [], title="t")
+    assert "Learning curves" not in plain["md"].read_text()
+    assert 'id="learning-curves"' not in plain["html"].read_text()
+
+
+@pytest.mark.parametrize("curves, problem", [
+    ({"a": {0: 10.0}}, r"learning_curves\['a'\]: epoch 0 is not ≥ 1"),
+    ({"a": {2: 101.0}}, r"learning_curves\['a'\]\[2\]: 101.0 is not a mAP in \[0, 100\]"),
+    ({"a": {2: float("nan")}}, r"learning_curves\['a'\]\[2\]: nan is not a mAP"),
+])
+def test_bad_learning_curves_are_refused_before_writing(tmp_path, curves, problem):
+    with pytest.raises(ValueError, match=problem):
+        write_report(tmp_path / "out", make_results(), [], title="t", learning_curves=curves)
+    assert not (tmp_path / "out").exists()

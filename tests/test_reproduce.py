@@ -14,8 +14,9 @@ from asymret.data import load_test_set
 from asymret.data.images import DEFAULT_SCALES
 from asymret.errors import AsymretError
 from asymret.models import load_model, load_network
-from asymret.reproduce import PAPER_ROWS, format_markdown, reproduce, select_rows
+from asymret.reproduce import format_markdown, reproduce, select_rows
 from asymret.retrieval import evaluate_networks
+from asymret.train.presets import PAPER_ROWS, PRESETS_DIR
 from train_fixtures import make_teacher, make_training_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def world(tmp_path_factory):
 def _run(world, out, **options):
     root, teacher = world
     return reproduce(
-        out, configs_dir=REPO / "configs", overrides=[f"data.root={root}", *TINY_OVERRIDES],
+        out, configs_dir=PRESETS_DIR, overrides=[f"data.root={root}", *TINY_OVERRIDES],
         teacher=str(teacher), datasets=["roxford5k"], root=root, imsize=32,
         scales=DEFAULT_SCALES, whitening="retrieval-tiny", progress=False, **options,
     )
@@ -71,7 +72,7 @@ def test_reproduce_trains_every_preset_and_tabulates_ours_beside_the_paper(world
 
     for row in PAPER_ROWS[1:]:
         saved = yaml.safe_load((out / row.preset / "config.yaml").read_text())
-        preset = yaml.safe_load((REPO / "configs" / f"{row.preset}.yaml").read_text())
+        preset = yaml.safe_load((PRESETS_DIR / f"{row.preset}.yaml").read_text())
         assert saved["loss"] == preset["loss"] and saved["mining"]["sampler"] == (
             preset["mining"]["sampler"])
         assert saved["models"]["student"] == "test_efficientnet-gem-16"
@@ -104,7 +105,7 @@ def test_reproduce_trains_every_preset_and_tabulates_ours_beside_the_paper(world
     trained_at = student_file.stat().st_mtime_ns
     capsys.readouterr()
     assert main(["reproduce", *(f"{o}" for o in [f"data.root={root}", *TINY_OVERRIDES]),
-                 "--out", str(out), "--configs", str(REPO / "configs"), "--teacher", str(teacher),
+                 "--out", str(out), "--configs", str(PRESETS_DIR), "--teacher", str(teacher),
                  "--datasets", "roxford5k", "--root", str(root), "--imsize", "32",
                  "--whitening", "retrieval-tiny", "--rows", "teacher", "regression",
                  "--quiet"]) == 0

@@ -18,6 +18,7 @@ from asymret.losses.contrastive import ContrastiveLoss
 from asymret.models import create_model, load_model
 from asymret.train import TrainingDiverged, load_config, train
 from asymret.train.config import parse_overrides
+from asymret.train.presets import PRESETS_DIR
 from asymret.train.projection import fit_ridge
 from asymret.train.steps import forward_by_size, tuple_references
 from train_fixtures import STUDENT, make_teacher, write_config
@@ -75,10 +76,21 @@ def test_config_errors_are_specific(overrides, message):
 # ------------------------------------------------------------------ step pieces
 
 
-@pytest.mark.parametrize("preset", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("preset", sorted(PRESETS_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_preset_loads_and_validates(preset):
     config = load_config(preset)
     assert config.run.out.startswith("runs/")
+
+
+def test_a_preset_is_found_by_name_and_a_file_wins_over_it(tmp_path, monkeypatch):
+    assert load_config("asym-contrastive-plus") == load_config(
+        PRESETS_DIR / "asym-contrastive-plus.yaml")
+    with pytest.raises(AsymretError, match=r"no preset 'asym-contrastive-pls' \(presets: .*"
+                       r"asym-contrastive-plus, .*sym-student-alone"):
+        load_config("asym-contrastive-pls")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "regression").write_text("models: {teacher: t}\noptim: {epochs: 3}\n")
+    assert load_config("regression").optim.epochs == 3
 
 
 PAPER_PRESETS = ("asym-contrastive-plus", "asym-contrastive", "asym-triplet",
@@ -87,7 +99,7 @@ PAPER_PRESETS = ("asym-contrastive-plus", "asym-contrastive", "asym-triplet",
 
 @pytest.mark.parametrize("name", PAPER_PRESETS)
 def test_paper_presets_are_the_published_setting(name):
-    config = load_config(REPO / "configs" / f"{name}.yaml")
+    config = load_config(PRESETS_DIR / f"{name}.yaml")
     assert config.models.student == "tf_efficientnet_b3-conv2048-gem"
     assert config.models.projection_init == "random"
     expected_teacher = None if name == "sym-student-alone" else (

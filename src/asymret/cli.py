@@ -220,9 +220,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from asymret.reproduce import format_markdown, reproduce
+    from asymret.train.presets import PRESETS_DIR
 
     table = reproduce(
-        args.out, configs_dir=args.configs, rows=args.rows, overrides=args.overrides,
+        args.out, configs_dir=args.configs or PRESETS_DIR, rows=args.rows,
+        overrides=args.overrides,
         teacher=args.teacher, datasets=args.datasets, root=args.root, imsize=args.imsize,
         scales=args.scales, whitening=None if args.no_whitening else args.whitening,
         device=args.device, batch_size=args.batch_size, progress=not args.quiet,
@@ -235,9 +237,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from asymret.demo import run_demo
 
-    out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo"))
+    plan = "quick" if args.quick else "long" if args.long else "default"
+    out = Path(args.out or {"quick": "runs/demo-quick", "long": "runs/demo-long"}.get(
+        plan, "runs/demo"))
     try:
-        files = run_demo(out, quick=args.quick)
+        files = run_demo(out, plan)
     except KeyboardInterrupt:
         print(f"asymret: interrupted; everything finished so far is kept in {out} (and its "
               "report); run the same command again to continue", file=sys.stderr)
@@ -258,12 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = _add_command(
         subparsers, "demo", _cmd_demo,
         "the whole method on the embedded benchmark: teacher, students with every loss, "
-        "symmetric and asymmetric mAP, and a report (offline, about 10 min on 2 CPU cores)",
+        "symmetric and asymmetric mAP, the paper's two findings checked, and a report "
+        "(offline, about 5 min on 2 CPU cores)",
         "asymret demo              # writes runs/demo/report.html\n"
-        "  asymret demo --quick      # a smaller run in under 3 minutes",
+        "  asymret demo --quick      # a smaller run in about a minute\n"
+        "  asymret demo --long       # more epochs, both projection starts, learning curves",
     )
-    demo.add_argument("--quick", action="store_true",
+    size = demo.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
                       help="smaller benchmark and fewer epochs (default folder runs/demo-quick)")
+    size.add_argument("--long", action="store_true",
+                      help="more epochs, both projection starts, validation every 2 epochs "
+                      "(up to 30 min; default folder runs/demo-long)")
     demo.add_argument("--out", default=None,
                       help="run folder (default: runs/demo); re-running continues it")
 
@@ -374,10 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = _add_command(
         subparsers, "train", _cmd_train,
         "train a student against a frozen teacher (any loss, symmetric or asymmetric)",
-        "asymret train --config configs/asym-contrastive-plus.yaml optim.epochs=10 "
+        "asymret train --config asym-contrastive-plus optim.epochs=10 "
         "run.device=cuda\n  torchrun --nproc_per_node=4 -m asymret train --config ...",
     )
-    train.add_argument("--config", help="YAML file of settings (defaults otherwise)")
+    train.add_argument("--config", help="YAML file of settings, or a preset by name (e.g. "
+                       "asym-contrastive-plus; see src/asymret/presets/); defaults otherwise")
     train.add_argument("overrides", nargs="*", metavar="section.key=value",
                        help="settings that override the file, e.g. optim.lr=1e-5")
     train.add_argument("--resume", action="store_true",
@@ -394,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="training settings applied to every preset")
     reproduce.add_argument("--out", default="runs/reproduce",
                            help="runs, feature stores and tables (default: runs/reproduce)")
-    reproduce.add_argument("--configs", default="configs", help="folder of the presets")
+    reproduce.add_argument("--configs", help="folder of the presets (default: the shipped ones)")
     reproduce.add_argument("--rows", nargs="+", metavar="PRESET",
                            help="only these rows (preset names, or 'teacher')")
     reproduce.add_argument("--teacher", help="teacher of every row (default: the presets')")

@@ -1,15 +1,21 @@
-"""The demo's report: results table, Medium-mAP bar chart, precision–recall curves, picture grid.
+"""The demo's report: findings, results table, Medium-mAP bar chart, precision–recall curves,
+picture grid.
 
 :func:`write_report` leaves three files in a run folder, each written atomically:
 
-- ``results.csv``: one row per run, the mAP values unrounded, for further analysis;
-- ``report.md``: the title, the notes and the paper-style table (values with one decimal);
-- ``report.html``: one self-contained page (no network access, no side files): the table,
-  a grouped bar chart of symmetric vs asymmetric Medium mAP and the mean interpolated
-  precision–recall curves, both as hand-written inline SVG, and a picture grid of top-10
-  rankings with base64-inlined JPEG thumbnails. A Content-Security-Policy forbids any
-  external load, and a small script records on ``<body>`` how many images the browser
-  decoded (``data-images-loaded``) out of how many (``data-images-total``).
+- ``results.csv``: one row per run, the mAP values unrounded, with the row's recipe, its
+  network's size and the share of the teacher's Medium mAP it keeps on the teacher's database,
+  for further analysis;
+- ``report.md``: the title, the notes, the paper's findings checked (:mod:`asymret.findings`),
+  the paper-style table (values with one decimal, plus "Asym M / teacher") and the networks'
+  sizes (parameters, GFLOPs, image size);
+- ``report.html``: one self-contained page (no network access, no side files): the findings
+  box, the table, the networks' sizes, a grouped bar chart of symmetric vs asymmetric Medium
+  mAP and the mean interpolated precision–recall curves, both as hand-written inline SVG, and
+  a picture grid of top-10 rankings with base64-inlined JPEG thumbnails. A
+  Content-Security-Policy forbids any external load, and a small script records on ``<body>``
+  how many images the browser decoded (``data-images-loaded``) out of how many
+  (``data-images-total``).
 
 The settings: *symmetric* ranks each network's own database with its own queries (teacher →
 teacher, student → student), *asymmetric* ranks the teacher's database with student queries.
@@ -22,7 +28,7 @@ import csv
 import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from html import escape
 from pathlib import Path
 
@@ -33,6 +39,7 @@ from asymret.data.images import ImageReadError, load_image
 from asymret.errors import AsymretError
 from asymret.evaluate import PROTOCOLS, SETTINGS
 from asymret.files import write_text_atomic
+from asymret.findings import Check, Finding, check_recipe, teacher_share
 
 ROLES = ("teacher", "student-alone", "asymmetric")
 VERDICTS = ("positive", "junk", "negative")
@@ -49,17 +56,31 @@ compare equal."""
 CSV_COLUMNS = (
     "label",
     "role",
+    "recipe",
     "loss",
     "projection_start",
     *(f"sym_{protocol}" for protocol in PROTOCOLS),
     *(f"asym_{protocol}" for protocol in PROTOCOLS),
+    "asym_over_teacher_medium",
+    "params",
+    "gflops",
+    "imsize",
     "train_seconds",
 )
+"""``asym_over_teacher_medium``: the row's asymmetric Medium mAP over the teacher's symmetric
+Medium mAP (:func:`asymret.findings.teacher_share`), empty for the teacher's row and where
+there is no teacher row; ``params``, ``gflops``, ``imsize``: empty where not known."""
 
 _ABSENT = "—"
+_CURVES_CAPTION = (
+    "Symmetric Medium mAP of each student on the test set after each validated epoch: how the "
+    "findings move with the training budget."
+)
 _ASYMMETRIC_MEDIUM_COLUMN = len(PROTOCOLS) + PROTOCOLS.index("medium")
 """Position of asymmetric Medium among the six mAP cells of a table row."""
 _VERDICT_MARKS = {"positive": "✓", "junk": "junk", "negative": "✗"}
+_STATUS_MARKS = {"reproduced": "✓", "partly reproduced": "◐", "not reproduced": "✗"}
+_CHECK_MARKS = {"passed": "✓", "failed": "✗", "not-run": "–"}
 _SETTING_TITLES = {
     "symmetric": "Symmetric (each network on its own database)",
     "asymmetric": "Asymmetric (student queries → teacher database)",
@@ -101,6 +122,13 @@ class RunResult:
             precision)``, two 1-D arrays of equal length with one point per positive in rank
             order, Medium protocol (as :func:`asymret.evaluate.precision_recall_points`).
         train_seconds: Training time.
+        recipe: The training recipe: the preset name (one of
+            :data:`asymret.findings.RECIPES`: ``"sym-student-alone"``,
+            ``"asym-contrastive-plus"``, ..., ``"darkrank"``), ``"teacher"`` for the teacher's
+            row; it goes with the role. Keyword only.
+        params: The network's parameter count, or None where not known. Keyword only.
+        gflops: The network's GFLOPs per image at ``imsize``, or None. Keyword only.
+        imsize: The image size the network sees (longer side, pixels), or None. Keyword only.
     """
 
     label: str
@@ -111,6 +139,11 @@ class RunResult:
     asymmetric_map: dict[str, float] | None
     pr_curves: dict[str, list[tuple[np.ndarray, np.ndarray]]]
     train_seconds: float = 0.0
+    _: KW_ONLY
+    recipe: str
+    params: int | None = None
+    gflops: float | None = None
+    imsize: int | None = None
 
 
 @dataclass
@@ -152,6 +185,8 @@ def write_report(
     *,
     title: str,
     notes: Sequence[str] = (),
+    findings: Sequence[Finding] = (),
+    learning_curves: Mapping[str, Mapping[int, float]] | None = None,
 ) -> dict[str, Path]:
     """Write ``report.html``, ``report.md`` and ``results.csv`` into ``out_dir``.
 
@@ -164,6 +199,11 @@ def write_report(
         rankings: The picture grid's rows (may be empty).
         title: Heading of both reports.
         notes: Short remarks shown under the title, one bullet each.
+        findings: The paper's findings checked on these results
+            (:func:`asymret.findings.demo_findings`), shown before the table; none: no box.
+        learning_curves: run label → {epoch: symmetric Medium mAP} from validation during
+            training, shown as a table of epochs (the training budget each finding needs);
+            none: no table.
 
     Returns:
         ``{"html": path, "md": path, "csv": path}``.
@@ -174,6 +214,8 @@ def write_report(
     """
     _check_results(results)
     _check_rankings(rankings)
+    _check_findings(findings)
+    curves = _checked_curves(learning_curves or {})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -182,9 +224,64 @@ def write_report(
         "html": out_dir / "report.html",
     }
     write_text_atomic(paths["csv"], _results_csv(results))
-    write_text_atomic(paths["md"], _markdown_report(results, title, notes))
-    write_text_atomic(paths["html"], _html_report(results, rankings, title, notes))
+    write_text_atomic(paths["md"], _markdown_report(results, title, notes, findings)
+                      + _markdown_curves(curves))
+    write_text_atomic(paths["html"],
+                      _html_report(results, rankings, title, notes, findings, curves))
     return paths
+
+
+def _checked_curves(
+    curves: Mapping[str, Mapping[int, float]],
+) -> tuple[list[str], list[tuple[int, list[float | None]]]]:
+    """Learning curves as (labels, rows of (epoch, one value or None per label)), checked."""
+    labels = list(curves)
+    epochs: set[int] = set()
+    for label, points in curves.items():
+        if not isinstance(label, str) or not isinstance(points, Mapping):
+            raise AsymretError(f"learning_curves[{label!r}]: expected a label → {{epoch: mAP}}")
+        for epoch, value in points.items():
+            if not _is_whole(epoch) or epoch < 1:
+                raise AsymretError(f"learning_curves[{label!r}]: epoch {epoch!r} is not ≥ 1")
+            if not _is_real(value) or not 0.0 <= value <= 100.0:
+                raise AsymretError(
+                    f"learning_curves[{label!r}][{epoch}]: {value!r} is not a mAP in [0, 100]")
+        epochs.update(points)
+    rows = [(epoch, [curves[label].get(epoch) for label in labels]) for epoch in sorted(epochs)]
+    return labels, rows
+
+
+def _markdown_curves(curves: tuple[list[str], list[tuple[int, list[float | None]]]]) -> str:
+    labels, rows = curves
+    if not rows:
+        return ""
+    lines = [
+        "## Learning curves",
+        "",
+        f"{_CURVES_CAPTION}",
+        "",
+        "| epoch | " + " | ".join(_markdown_cell(label) for label in labels) + " |",
+        "|---:|" + "---:|" * len(labels),
+        *(f"| {epoch} | " + " | ".join(_one_decimal(v) for v in values) + " |"
+          for epoch, values in rows),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _curves_html(curves: tuple[list[str], list[tuple[int, list[float | None]]]]) -> str:
+    labels, rows = curves
+    if not rows:
+        return ""
+    head = "".join(f"<th>{escape(label)}</th>" for label in labels)
+    body = "".join(
+        f"<tr><td>{epoch}</td>" + "".join(f"<td>{_one_decimal(v)}</td>" for v in values)
+        + "</tr>"
+        for epoch, values in rows
+    )
+    return (f'<h2>Learning curves</h2><p class="caption">{escape(_CURVES_CAPTION)}</p>'
+            f'<table id="learning-curves"><thead><tr><th>epoch</th>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table>")
 
 
 # --- Input checks -------------------------------------------------------------------------
@@ -193,11 +290,32 @@ def write_report(
 def _check_results(results: Sequence[RunResult]) -> None:
     if not results:
         raise AsymretError("results: at least one RunResult is needed")
+    teacher_index = None
     for index, result in enumerate(results):
         field = f"results[{index}]"
         if result.role not in ROLES:
             raise AsymretError(
                 f"{field}.role: unknown role {result.role!r}; expected one of {ROLES}"
+            )
+        if result.role == "teacher":
+            if teacher_index is not None:
+                raise AsymretError(
+                    f"{field}.role: a second teacher row (the first is results[{teacher_index}]); "
+                    "the asymmetric test has one teacher"
+                )
+            teacher_index = index
+        check_recipe(result.role, result.recipe, field)
+        for name in ("params", "imsize"):
+            value = getattr(result, name)
+            if value is not None and not (_is_whole(value) and value > 0):
+                raise AsymretError(
+                    f"{field}.{name}: expected a positive whole number or None, got {value!r}"
+                )
+        if result.gflops is not None and not (
+            _is_real(result.gflops) and math.isfinite(result.gflops) and result.gflops > 0
+        ):
+            raise AsymretError(
+                f"{field}.gflops: expected a positive number or None, got {result.gflops!r}"
             )
         _check_map_values(result.symmetric_map, f"{field}.symmetric_map")
         if result.asymmetric_map is not None:
@@ -216,6 +334,18 @@ def _check_results(results: Sequence[RunResult]) -> None:
             raise AsymretError(
                 f"{field}.train_seconds: expected a number, got {result.train_seconds!r}"
             )
+
+
+def _check_findings(findings: Sequence[Finding]) -> None:
+    for index, finding in enumerate(findings):
+        field = f"findings[{index}]"
+        if not isinstance(finding, Finding):
+            raise AsymretError(f"{field}: expected a Finding, got {type(finding).__name__}")
+        for position, check in enumerate(finding.checks):
+            if not isinstance(check, Check):
+                raise AsymretError(
+                    f"{field}.checks[{position}]: expected a Check, got {type(check).__name__}"
+                )
 
 
 def _check_map_values(values: Mapping[str, float], field: str) -> None:
@@ -264,6 +394,10 @@ def _check_rankings(rankings: Sequence[QueryRanking]) -> None:
 
 def _is_real(value: object) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 # --- Numbers ------------------------------------------------------------------------------
@@ -319,6 +453,69 @@ def _one_decimal(value: float | None) -> str:
     return _ABSENT if value is None or not math.isfinite(value) else f"{value:.1f}"
 
 
+def _teacher_shares(results: Sequence[RunResult]) -> list[float | None]:
+    """Per row, the share of the teacher's Medium mAP it keeps querying the teacher's database.
+
+    None for the teacher's row, for a row without an asymmetric test and where there is no
+    teacher row.
+    """
+    teachers = [result for result in results if result.role == "teacher"]
+    teacher = float(teachers[0].symmetric_map["medium"]) if teachers else None
+    return [
+        None
+        if result.role == "teacher" or result.asymmetric_map is None
+        else teacher_share(float(result.asymmetric_map["medium"]), teacher)
+        for result in results
+    ]
+
+
+def _share_text(value: float | None) -> str:
+    return _ABSENT if value is None else f"{value:.2f}"
+
+
+@dataclass
+class _Network:
+    """One line of the networks table: the rows that share a network's size."""
+
+    labels: list[str]
+    params: int | None
+    gflops: float | None
+    imsize: int | None
+
+    def cells(self) -> list[str]:
+        """Label, parameters in millions, GFLOPs, image size."""
+        return [
+            ", ".join(self.labels),
+            _ABSENT if self.params is None else f"{self.params / 1e6:.2f}",
+            _ABSENT if self.gflops is None else f"{self.gflops:.2f}",
+            _ABSENT if self.imsize is None else f"{self.imsize} px",
+        ]
+
+
+_NETWORK_HEADER = ("Network (runs)", "Params (M)", "GFLOPs", "Image size")
+
+
+def _networks(results: Sequence[RunResult]) -> list[_Network]:
+    """The teacher and the students, grouped by their size, in order of first appearance.
+
+    Rows that know none of their size are left out; a label that repeats (the same loss from
+    both projection starts) is listed once.
+    """
+    networks: dict[tuple[bool, int | None, float | None, int | None], _Network] = {}
+    for result in results:
+        if result.params is None and result.gflops is None and result.imsize is None:
+            continue
+        size = (
+            None if result.params is None else int(result.params),
+            None if result.gflops is None else float(result.gflops),
+            None if result.imsize is None else int(result.imsize),
+        )
+        network = networks.setdefault((result.role == "teacher", *size), _Network([], *size))
+        if result.label not in network.labels:
+            network.labels.append(result.label)
+    return list(networks.values())
+
+
 # --- CSV and Markdown ---------------------------------------------------------------------
 
 
@@ -326,14 +523,19 @@ def _results_csv(results: Sequence[RunResult]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for result in results:
+    for result, share in zip(results, _teacher_shares(results), strict=True):
         writer.writerow(
             [
                 result.label,
                 result.role,
+                result.recipe,
                 result.loss,
                 result.projection_start,
                 *("" if value is None else repr(value) for value in _map_cells(result)),
+                "" if share is None else repr(share),
+                "" if result.params is None else str(int(result.params)),
+                "" if result.gflops is None else repr(float(result.gflops)),
+                "" if result.imsize is None else str(int(result.imsize)),
                 repr(float(result.train_seconds)),
             ]
         )
@@ -349,31 +551,82 @@ _TABLE_HEADER = (
     "Asym E",
     "Asym M",
     "Asym H",
+    "Asym M / teacher",
+)
+_SHARE_CAPTION = (
+    "Asym M / teacher: the share of the teacher's own Medium mAP a student keeps when its "
+    "queries search the teacher's database."
 )
 
 
-def _markdown_report(results: Sequence[RunResult], title: str, notes: Sequence[str]) -> str:
+def _markdown_report(
+    results: Sequence[RunResult], title: str, notes: Sequence[str], findings: Sequence[Finding]
+) -> str:
     best = _best_asymmetric_medium(results)
     lines = [f"# {title}", ""]
     if notes:
         lines += [f"- {note}" for note in notes] + [""]
+    lines += _markdown_findings(findings)
     lines += [
+        "## Results",
+        "",
         "mAP in percent, revisited protocol (E = Easy, M = Medium, H = Hard). Symmetric: each "
         "network on its own database; asymmetric: student queries against the teacher's "
-        "database. Best asymmetric Medium in bold.",
+        f"database. Best asymmetric Medium in bold. {_SHARE_CAPTION}",
         "",
         "| " + " | ".join(_TABLE_HEADER) + " |",
-        "|" + "|".join(["---"] * 2 + ["---:"] * 6) + "|",
+        "|" + "|".join(["---"] * 2 + ["---:"] * 7) + "|",
     ]
-    for result in results:
+    for result, share in zip(results, _teacher_shares(results), strict=True):
         cells = [_one_decimal(value) for value in _map_cells(result)]
         if best is not None and result.asymmetric_map is not None:
             if result.asymmetric_map["medium"] == best:
                 cells[_ASYMMETRIC_MEDIUM_COLUMN] = f"**{cells[_ASYMMETRIC_MEDIUM_COLUMN]}**"
         row = [_markdown_cell(result.label), _markdown_cell(result.projection_start or _ABSENT)]
-        lines.append("| " + " | ".join(row + cells) + " |")
+        lines.append("| " + " | ".join([*row, *cells, _share_text(share)]) + " |")
+    networks = _networks(results)
+    if networks:
+        lines += [
+            "",
+            "## Networks",
+            "",
+            "| " + " | ".join(_NETWORK_HEADER) + " |",
+            "|---|---:|---:|---:|",
+            *(
+                "| " + " | ".join(_markdown_cell(cell) for cell in network.cells()) + " |"
+                for network in networks
+            ),
+        ]
     lines += ["", "Charts, precision–recall curves and the picture grid: `report.html`.", ""]
     return "\n".join(lines)
+
+
+def _check_state(check: Check) -> str:
+    """``passed``, ``failed`` or ``not-run``."""
+    if not check.ran:
+        return "not-run"
+    return "passed" if check.passed else "failed"
+
+
+def _markdown_findings(findings: Sequence[Finding]) -> list[str]:
+    if not findings:
+        return []
+    lines = ["## Findings", ""]
+    for finding in findings:
+        lines += [
+            f"### {_markdown_cell(finding.key)}: **{finding.status.upper()}** "
+            f"{_STATUS_MARKS[finding.status]}",
+            "",
+            _markdown_cell(finding.title),
+            "",
+        ]
+        lines += [
+            f"- {_CHECK_MARKS[_check_state(check)]} {_markdown_cell(check.claim)}: "
+            f"{_markdown_cell(check.numbers)}"
+            for check in finding.checks
+        ]
+        lines.append("")
+    return lines
 
 
 def _markdown_cell(text: str) -> str:
@@ -395,6 +648,27 @@ table#results { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 #results td.number { text-align: right; }
 #results td.best { font-weight: 700; background: #c6f6d5; }
 #results tr.role-teacher td { color: #2d3748; font-style: italic; }
+table#networks { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+#networks th, #networks td { padding: 0.3rem 0.7rem; border-bottom: 1px solid #e2e8f0; }
+#networks thead th { background: #edf2f7; }
+#networks td.number { text-align: right; }
+#findings { border: 2px solid #4a5568; border-radius: 6px; padding: 0.4rem 1.2rem 0.8rem;
+  margin: 1.2rem 0; background: #fcfcfd; }
+#findings h2 { margin-top: 0.6rem; }
+.finding h3 { font-size: 1.05rem; margin: 1rem 0 0.3rem; }
+.finding .title { font-weight: 400; }
+.status { display: inline-block; padding: 0.05rem 0.55rem; border-radius: 4px; color: #fff;
+  font-size: 0.85rem; font-weight: 700; text-transform: uppercase; margin-right: 0.4rem; }
+.status-reproduced .status { background: #2f855a; }
+.status-partly-reproduced .status { background: #b7791f; }
+.status-not-reproduced .status { background: #c53030; }
+.checks { list-style: none; padding-left: 0.4rem; margin: 0.2rem 0; }
+.check { margin: 0.15rem 0; }
+.check .mark { display: inline-block; width: 1.4rem; font-weight: 700; }
+.check-passed .mark { color: #2f855a; }
+.check-failed .mark { color: #c53030; }
+.check-not-run .mark, .check-not-run .numbers { color: #718096; }
+.check .numbers { font-variant-numeric: tabular-nums; color: #1a202c; font-weight: 600; }
 svg { display: block; margin: 0.5rem 0; font-size: 11px; }
 svg text { fill: #2d3748; }
 .ranking { display: flex; gap: 1rem; align-items: flex-start; margin: 1.2rem 0;
@@ -433,6 +707,8 @@ def _html_report(
     rankings: Sequence[QueryRanking],
     title: str,
     notes: Sequence[str],
+    findings: Sequence[Finding],
+    curves: tuple[list[str], list[tuple[int, list[float | None]]]],
 ) -> str:
     notes_html = (
         '<ul id="notes">' + "".join(f"<li>{escape(note)}</li>" for note in notes) + "</ul>"
@@ -453,11 +729,14 @@ def _html_report(
             "<body>",
             f"<h1>{escape(title)}</h1>",
             notes_html,
+            _findings_html(findings),
             "<h2>Results</h2>",
             '<p class="caption">mAP in percent, revisited protocol. Symmetric: each network on '
             "its own database; asymmetric: student queries against the teacher's database. "
-            "Best asymmetric Medium highlighted.</p>",
+            f"Best asymmetric Medium highlighted. {escape(_SHARE_CAPTION)}</p>",
             _results_table_html(results),
+            _networks_html(results),
+            _curves_html(curves),
             "<h2>Medium mAP per run</h2>",
             _bar_chart_svg(results),
             "<h2>Precision–recall (Medium)</h2>",
@@ -473,22 +752,69 @@ def _html_report(
     )
 
 
+def _findings_html(findings: Sequence[Finding]) -> str:
+    """The findings box: each finding with its status and its checks, ✓/✗ with numbers."""
+    if not findings:
+        return ""
+    parts = []
+    for finding in findings:
+        status_class = "status-" + finding.status.replace(" ", "-")
+        checks = "".join(
+            f'<li class="check check-{_check_state(check)}">'
+            f'<span class="mark">{_CHECK_MARKS[_check_state(check)]}</span>'
+            f'<span class="claim">{escape(check.claim)}</span>: '
+            f'<span class="numbers">{escape(check.numbers)}</span></li>'
+            for check in finding.checks
+        )
+        parts.append(
+            f'<div class="finding {status_class}" data-status="{escape(finding.status)}">'
+            f"<h3>{escape(finding.key)} "
+            f'<span class="status">{_STATUS_MARKS[finding.status]} {escape(finding.status)}</span>'
+            f'<span class="title">{escape(finding.title)}</span></h3>'
+            f'<ul class="checks">{checks}</ul></div>'
+        )
+    return (
+        '<section id="findings"><h2>Findings of the paper</h2>'
+        '<p class="caption">Medium mAP in percent; ✓ holds, ✗ does not, – not run (a row is '
+        "missing).</p>" + "".join(parts) + "</section>"
+    )
+
+
+def _networks_html(results: Sequence[RunResult]) -> str:
+    networks = _networks(results)
+    if not networks:
+        return ""
+    head = "<thead><tr>" + "".join(f"<th>{name}</th>" for name in _NETWORK_HEADER) + "</tr></thead>"
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="{"number" if column else "label"}">{escape(cell)}</td>'
+            for column, cell in enumerate(network.cells())
+        )
+        + "</tr>"
+        for network in networks
+    )
+    return f'<h2>Networks</h2><table id="networks">{head}<tbody>{rows}</tbody></table>'
+
+
 def _results_table_html(results: Sequence[RunResult]) -> str:
     best = _best_asymmetric_medium(results)
     head = (
         "<thead><tr>"
         '<th rowspan="2">Run</th><th rowspan="2">Projection start</th>'
-        '<th colspan="3">Symmetric mAP</th><th colspan="3">Asymmetric mAP</th></tr><tr>'
+        '<th colspan="3">Symmetric mAP</th><th colspan="3">Asymmetric mAP</th>'
+        '<th rowspan="2">Asym M / teacher</th></tr><tr>'
         + "".join(f"<th>{protocol[0].upper()}</th>" for protocol in PROTOCOLS) * 2
         + "</tr></thead>"
     )
     rows = []
-    for result in results:
+    for result, share in zip(results, _teacher_shares(results), strict=True):
         cells = []
         for column, value in enumerate(_map_cells(result)):
             is_best = column == _ASYMMETRIC_MEDIUM_COLUMN and best is not None and value == best
             css_class = "number best" if is_best else "number"
             cells.append(f'<td class="{css_class}">{_one_decimal(value)}</td>')
+        cells.append(f'<td class="number share">{_share_text(share)}</td>')
         rows.append(
             f'<tr class="role-{escape(result.role)}">'
             f"<td>{escape(result.label)}</td>"

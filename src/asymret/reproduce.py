@@ -4,7 +4,7 @@ Budnik & Avrithis (CVPR 2021) report, for an EfficientNet-B3 student and the ref
 project's ResNet101-GeM teacher at d = 2048, the **symmetric** test (queries and database
 both by the network of the row) of students trained as each row says; their asymmetric-test
 finding (student queries against the teacher's database) is that plain regression works
-best. :data:`PAPER_ROWS` holds that table, one row per preset in ``configs/``.
+best. :data:`~asymret.train.presets.PAPER_ROWS` holds that table, one row per preset.
 
 :func:`reproduce` trains each row's preset (with the caller's overrides layered on top, so the
 same code path runs at full scale on a GPU or at tiny scale in the test suite), then tests
@@ -21,7 +21,6 @@ import csv
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from asymret.data import load_test_set
@@ -31,46 +30,12 @@ from asymret.files import write_text_atomic
 from asymret.models import load_model, load_network
 from asymret.retrieval import evaluate_networks
 from asymret.train import load_config, train
+from asymret.train.presets import PAPER_ROWS, PRESETS_DIR, PaperRow
 
 PROTOCOLS = ("medium", "hard")
 DATASET_LABELS = {"roxford5k": "ROxf", "rparis6k": "RPar"}
 
 
-@dataclass(frozen=True)
-class PaperRow:
-    """One row of the paper's table.
-
-    Attributes:
-        label: the row as the paper names it.
-        preset: the preset in ``configs/`` that trains it; ``None`` for the teacher alone.
-        published: dataset → (Medium, Hard) mAP of the symmetric test.
-    """
-
-    label: str
-    preset: str | None
-    published: dict[str, tuple[float, float]]
-
-
-PAPER_ROWS: tuple[PaperRow, ...] = (
-    PaperRow("teacher RN101-GeM alone", None,
-             {"roxford5k": (65.4, 40.1), "rparis6k": (76.7, 55.2)}),
-    PaperRow("student EN-B3 alone", "sym-student-alone",
-             {"roxford5k": (59.6, 33.3), "rparis6k": (75.1, 51.9)}),
-    PaperRow("Contr⁺ asym", "asym-contrastive-plus",
-             {"roxford5k": (66.8, 42.5), "rparis6k": (77.1, 55.5)}),
-    PaperRow("Contr asym", "asym-contrastive",
-             {"roxford5k": (66.3, 41.3), "rparis6k": (77.4, 55.5)}),
-    PaperRow("Triplet asym", "asym-triplet",
-             {"roxford5k": (39.5, 11.6), "rparis6k": (69.4, 45.8)}),
-    PaperRow("MS asym", "asym-multi-similarity",
-             {"roxford5k": (39.9, 11.7), "rparis6k": (69.7, 46.2)}),
-    PaperRow("Reg", "regression",
-             {"roxford5k": (64.9, 40.5), "rparis6k": (74.4, 52.4)}),
-    PaperRow("RKD", "rkd",
-             {"roxford5k": (56.3, 30.5), "rparis6k": (73.0, 50.4)}),
-    PaperRow("DarkRank", "darkrank",
-             {"roxford5k": (40.3, 11.8), "rparis6k": (69.9, 46.4)}),
-)
 TEACHER_PRESET = "asym-contrastive-plus"
 """The preset whose ``models.teacher`` is the teacher of every row."""
 
@@ -110,7 +75,7 @@ def _trained_student(config_path: Path, overrides: list[str], run_dir: Path,
 def reproduce(
     out: str | Path,
     *,
-    configs_dir: str | Path = "configs",
+    configs_dir: str | Path = PRESETS_DIR,
     rows: Sequence[str] | None = None,
     overrides: Sequence[str] = (),
     teacher: str | None = None,

@@ -5,7 +5,13 @@ A query crop is shrunk by the same factor as its full image, as the reference te
 max(image.size))``): its longer side may be at most ``⌊imsize · crop side / image side⌋``
 (:func:`crop_imsize`), so a query's object appears at the scale it would have in a database
 image. The header-only size prediction (:func:`asymret.features.resized_size`) follows the
-same rule.
+same rule (:func:`loaded_size`).
+
+JPEG draft decoding (``load_image(..., draft=True)``, off by default: the published protocol
+decodes every image in full) lets libjpeg decode at 1/2, 1/4 or 1/8 scale (DCT scaling) when
+the image is to shrink at least that much, then resamples to exactly the size a full decode
+gives. Sizes are unchanged; pixel values differ slightly (``benchmarks/decode.py``), so a
+feature store records it (:func:`asymret.features.extraction_meta`).
 
 Errors name the file and the problem (missing, unreadable, corrupt), so a bad image among
 100,000 can be found and fixed.
@@ -27,6 +33,9 @@ from asymret.errors import AsymretError
 
 DEFAULT_SCALES = (1.0, 1 / math.sqrt(2), 0.5)
 """Multi-scale extraction as the reference project: scales 1, 1/√2 and 1/2."""
+
+DRAFT_SCALES = (8, 4, 2)
+"""The reductions a JPEG decoder can apply while decoding (DCT scaling), largest first."""
 
 
 class ImageReadError(AsymretError):
@@ -61,10 +70,94 @@ def crop_imsize(imsize: int, crop_size: Sequence[int], image_size: Sequence[int]
     return max(1, math.floor(imsize * max(crop_size) / max(image_size)))
 
 
+def thumbnail_size(width: int, height: int, imsize: int | None) -> tuple[int, int]:
+    """Size of a ``width`` × ``height`` image after PIL's ``Image.thumbnail`` to
+    ``(imsize, imsize)`` (its aspect-preserving rounding).
+
+    Returns:
+        ``(width, height)``; unchanged when ``imsize`` is ``None`` or not exceeded.
+    """
+    if imsize is None or max(width, height) <= imsize:
+        return width, height
+    aspect = width / height
+    if aspect <= 1:
+        new_width = min(
+            math.floor(imsize * aspect),
+            math.ceil(imsize * aspect),
+            key=lambda n: abs(aspect - n / imsize),
+        )
+        return max(new_width, 1), imsize
+    new_height = min(
+        math.floor(imsize / aspect),
+        math.ceil(imsize / aspect),
+        key=lambda n: 0 if n == 0 else abs(aspect - imsize / n),
+    )
+    return imsize, max(new_height, 1)
+
+
+def crop_pixels(path: str | Path, bbox: Sequence[float]) -> tuple[int, int, int, int]:
+    """The whole-pixel box ``(x1, y1, x2, y2)`` PIL's ``crop`` makes of ``bbox`` (it rounds).
+
+    Raises:
+        ImageReadError: naming ``path``, when the box is empty or rounds to no whole pixel.
+    """
+    x1, y1, x2, y2 = (float(v) for v in bbox)
+    box = (round(x1), round(y1), round(x2), round(y2))
+    if not (x2 > x1 and y2 > y1) or box[2] <= box[0] or box[3] <= box[1]:
+        raise ImageReadError(f"{path}: empty crop box {list(bbox)}")
+    return box
+
+
+def loaded_size(
+    path: str | Path,
+    image_size: Sequence[int],
+    imsize: int | None = None,
+    bbox: Sequence[float] | None = None,
+) -> tuple[int, int]:
+    """``(width, height)`` that :func:`load_image` returns for an image of ``image_size``
+    pixels (with or without draft decoding): the crop, then the shrink to ``imsize``, a crop
+    by its full image's factor (:func:`crop_imsize`).
+
+    Raises:
+        ImageReadError: naming ``path``, when the box is empty.
+    """
+    width, height = image_size
+    if bbox is not None:
+        x1, y1, x2, y2 = crop_pixels(path, bbox)
+        width, height = x2 - x1, y2 - y1
+        if imsize is not None:
+            imsize = crop_imsize(imsize, (width, height), image_size)
+    return thumbnail_size(width, height, imsize)
+
+
+def draft_scale(
+    image_size: Sequence[int], imsize: int | None, box: Sequence[int] | None = None
+) -> int:
+    """The JPEG decoder's reduction for loading an image of ``image_size`` to ``imsize``: the
+    largest of 8, 4, 2 that is at most ``max(image_size) / imsize``, else 1 (no draft).
+
+    A crop (``box``, whole pixels) shrinks by its full image's factor, so the same reduction
+    applies; a box reaching outside the image (which a crop pads with black) is decoded in
+    full, as without draft.
+    """
+    if imsize is None:
+        return 1
+    width, height = image_size
+    if box is not None and not (0 <= box[0] and 0 <= box[1] and box[2] <= width
+                                and box[3] <= height):
+        return 1
+    for scale in DRAFT_SCALES:
+        if scale * imsize <= max(width, height) and scale <= min(width, height):
+            return scale
+    return 1
+
+
 def load_image(
     path: str | Path,
     imsize: int | None = None,
     bbox: Sequence[float] | None = None,
+    *,
+    draft: bool = False,
 ) -> Image.Image:
     """Read an RGB image, crop it to ``bbox`` and shrink it as the full image to ``imsize``.
 
@@ -75,23 +168,33 @@ def load_image(
             ``None`` keeps the size.
         bbox: ``[x1, y1, x2, y2]`` crop box in pixels (revisitop query boxes); PIL rounds
             it to whole pixels.
+        draft: let a JPEG decode at 1/2, 1/4 or 1/8 scale (:func:`draft_scale`) when the
+            full image is to shrink at least that much, then resample (LANCZOS) the box's
+            region of the smaller image to the size a full decode gives
+            (:func:`loaded_size`). Faster; pixel values differ slightly. Other formats, and
+            images that shrink less than 2×, are decoded in full.
 
     Raises:
         ImageReadError: the file is missing, cannot be decoded, or the box is empty.
     """
     path = Path(path)
+    box = None if bbox is None else crop_pixels(path, bbox)
+    region = None
     with open_image(path, "decode image") as handle:
+        full_size = handle.size
+        scale = draft_scale(full_size, imsize, box) if draft else 1
+        if scale > 1 and handle.draft("RGB", (full_size[0] // scale,
+                                              full_size[1] // scale)) is not None:
+            # Drafted pixel (i, j) covers full-size pixels [i·s, (i+1)·s) × [j·s, (j+1)·s).
+            region = tuple(v / scale for v in (box or (0, 0, *full_size)))
         handle.load()
         image = handle.convert("RGB")
+    if region is not None and image.size != full_size:
+        target = loaded_size(path, full_size, imsize, bbox)
+        return image.resize(target, Image.Resampling.LANCZOS, box=region, reducing_gap=2.0)
     limit = imsize
-    if bbox is not None:
-        x1, y1, x2, y2 = (float(v) for v in bbox)
-        if not (x2 > x1 and y2 > y1):
-            raise ImageReadError(f"{path}: empty crop box {list(bbox)}")
-        full_size = image.size
-        image = image.crop((x1, y1, x2, y2))
-        if min(image.size) <= 0:  # the box rounds to no whole pixel
-            raise ImageReadError(f"{path}: empty crop box {list(bbox)}")
+    if box is not None:
+        image = image.crop(box)
         if imsize is not None:
             limit = crop_imsize(imsize, image.size, full_size)
     if limit is not None and max(image.size) > limit:
@@ -101,8 +204,20 @@ def load_image(
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """PIL RGB image → (3, H, W) float32 tensor in [0, 1]."""
-    array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    return unit_tensor(np.asarray(image, dtype=np.uint8))
+
+
+def unit_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 pixels → (3, H, W) float32 tensor ``pixels / 255`` (a channels-last
+    view, as :func:`to_tensor` has always returned).
+
+    The division runs in NumPy: bit for bit what ``tensor.float().div_(255)`` gives (the same
+    IEEE division of each of the 256 values, checked in the tests), but in the calling thread.
+    Torch splits a tensor of more than 32k elements (a 160 px image) over its OpenMP threads;
+    on an idle CPU that is as fast, but on the shared 2-core VM, with the other core busy,
+    decoding 160 px images one after another took 17 ms an image instead of 0.2 ms.
+    """
+    return torch.from_numpy(pixels.astype(np.float32) / np.float32(255.0)).permute(2, 0, 1)
 
 
 def rescale(images: torch.Tensor, scale: float) -> torch.Tensor:

@@ -16,9 +16,9 @@ scale, L2-normalised.
 
 Into a store (:func:`extract_to_store`). The store's ``meta.json`` records the model (name,
 config, fingerprint of the weights) and the preprocessing (imsize, scales, digest of the crop
-boxes, fp32 or bf16) (:func:`extraction_meta`); resuming a store made with other settings
-raises :class:`~asymret.errors.AsymretError` naming the store and the first setting that
-differs.
+boxes, fp32 or bf16, JPEG draft decoding when used) (:func:`extraction_meta`); resuming a
+store made with other settings raises :class:`~asymret.errors.AsymretError` naming the store
+and the first setting that differs.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from asymret.data.image_list import ImageList
-from asymret.data.images import ImageReadError, crop_imsize, open_image, rescale
+from asymret.data.images import ImageReadError, loaded_size, open_image, rescale
+from asymret.data.images import thumbnail_size as thumbnail_size  # re-exported
 from asymret.errors import AsymretError
 from asymret.features.store import META_FILE, FeatureStore
 from asymret.models.network import RetrievalNet, Teacher
@@ -53,54 +54,22 @@ DEFAULT_CHUNK_SIZE = 4096
 # --- Sizes and batches -------------------------------------------------------------------
 
 
-def thumbnail_size(width: int, height: int, imsize: int | None) -> tuple[int, int]:
-    """Size of a ``width`` × ``height`` image after :func:`~asymret.data.images.load_image`
-    shrinks it to ``imsize`` (PIL ``Image.thumbnail``'s aspect-preserving rounding).
-
-    Returns:
-        ``(width, height)``; unchanged when ``imsize`` is ``None`` or not exceeded.
-    """
-    if imsize is None or max(width, height) <= imsize:
-        return width, height
-    aspect = width / height
-    if aspect <= 1:
-        new_width = min(
-            math.floor(imsize * aspect),
-            math.ceil(imsize * aspect),
-            key=lambda n: abs(aspect - n / imsize),
-        )
-        return max(new_width, 1), imsize
-    new_height = min(
-        math.floor(imsize / aspect),
-        math.ceil(imsize / aspect),
-        key=lambda n: 0 if n == 0 else abs(aspect - imsize / n),
-    )
-    return imsize, max(new_height, 1)
-
-
 def resized_size(
     path: str | Path, imsize: int | None = None, bbox: Sequence[float] | None = None
 ) -> tuple[int, int]:
     """``(width, height)`` that ``load_image(path, imsize, bbox)`` returns, from the header only.
 
     A crop shrinks by its full image's factor (:func:`~asymret.data.images.crop_imsize`).
+    Draft decoding (``load_image(..., draft=True)``) gives the same size
+    (:func:`~asymret.data.images.loaded_size`).
 
     Raises:
         ImageReadError: the file is missing or not an image, or the box is empty.
     """
     path = Path(path)
     with open_image(path, "read image header") as handle:
-        width, height = handle.size
-    if bbox is not None:
-        full_size = (width, height)
-        x1, y1, x2, y2 = (float(v) for v in bbox)
-        # PIL's crop rounds the box to whole pixels.
-        width, height = round(x2) - round(x1), round(y2) - round(y1)
-        if not (x2 > x1 and y2 > y1) or width <= 0 or height <= 0:
-            raise ImageReadError(f"{path}: empty crop box {list(bbox)}")
-        if imsize is not None:
-            imsize = crop_imsize(imsize, (width, height), full_size)
-    return thumbnail_size(width, height, imsize)
+        image_size = handle.size
+    return loaded_size(path, image_size, imsize, bbox)
 
 
 def resized_sizes(images: ImageList) -> list[tuple[int, int] | None]:
@@ -341,7 +310,10 @@ def extraction_meta(
         "crop_boxes", "precision"}}``; ``crop_boxes`` is ``None`` without boxes, else a digest
         of them, and then ``crop_resize: "image"`` records that crops shrink by their full
         image's factor (:func:`~asymret.data.images.crop_imsize`); ``precision`` is
-        ``"fp32"`` or ``"bf16"`` (``amp``).
+        ``"fp32"`` or ``"bf16"`` (``amp``). With ``images.draft`` (JPEG draft decoding) it
+        also holds ``decode: "draft"``; without, there is no ``decode`` key, as in every store
+        made before draft decoding existed, so those stay valid and neither kind of store
+        accepts the other's vectors.
     """
     model = retrieval_net(net)
     boxes = None
@@ -359,6 +331,7 @@ def extraction_meta(
             "crop_boxes": None if boxes is None else _json_digest(boxes),
             **({} if boxes is None else {"crop_resize": "image"}),
             "precision": "bf16" if amp else "fp32",
+            **({"decode": "draft"} if images.draft else {}),
         },
     }
 
@@ -400,10 +373,10 @@ def extract_to_store(
     """Extract descriptors into a feature store, chunk by chunk, resuming where it stopped.
 
     A new directory gets a new store. An existing store must match the network's weights and
-    config, the preprocessing (``images.imsize``, ``scales``, ``images.bboxes``, ``amp``),
-    ``ids``, dimension and ``dtype``; extraction then resumes after its last completed chunk, and a
-    complete store is returned untouched. Progress is recorded after every chunk of
-    ``chunk_size`` images, so a killed run loses at most one chunk.
+    config, the preprocessing (``images.imsize``, ``scales``, ``images.bboxes``, ``amp``,
+    ``images.draft``), ``ids``, dimension and ``dtype``; extraction then resumes after its last
+    completed chunk, and a complete store is returned untouched. Progress is recorded after
+    every chunk of ``chunk_size`` images, so a killed run loses at most one chunk.
 
     Args:
         net: a RetrievalNet or Teacher.
@@ -440,12 +413,7 @@ def extract_to_store(
               unit="img", disable=not progress) as bar:
         for start in range(store.complete_rows, store.count, chunk_size):
             stop = min(start + chunk_size, store.count)
-            chunk = ImageList(
-                images.paths[start:stop],
-                images.imsize,
-                None if images.bboxes is None else images.bboxes[start:stop],
-                skip_unreadable=images.skip_unreadable,
-            )
+            chunk = images.subset(range(start, stop))
             vectors = extract_vectors(
                 net, chunk, batch_size=batch_size, scales=scales, device=device, amp=amp,
                 channels_last=channels_last, num_workers=num_workers, progress=False,

@@ -19,6 +19,7 @@ import yaml
 from asymret.errors import AsymretError
 from asymret.losses import list_losses
 from asymret.mining import MINING_BACKENDS, check_backend
+from asymret.train.presets import resolve_config_path
 
 RELATIONAL_LOSSES = ("rkd", "darkrank")
 SIMILARITIES = ("asymmetric", "symmetric")
@@ -46,6 +47,10 @@ class DataConfig:
         val_teacher_imsize: longer side of the validation images the teacher indexes
             (``None``: ``val_imsize``).
         skip_unreadable: skip unreadable training images (and count them) instead of failing.
+        draft_decode: decode the student's training and validation JPEGs in draft mode (DCT
+            scaling at 1/2, 1/4 or 1/8, then the same LANCZOS resize to the same size) when
+            they shrink 2× or more; faster, pixel values differ slightly, so off as published
+            (see :func:`asymret.data.images.load_image`). The teacher's bank is decoded in full.
     """
 
     root: str | None = None
@@ -56,6 +61,7 @@ class DataConfig:
     teacher_imsize: int | None = None
     val_teacher_imsize: int | None = None
     skip_unreadable: bool = False
+    draft_decode: bool = False
 
     @property
     def teacher_train_imsize(self) -> int:
@@ -187,6 +193,10 @@ class RunConfig:
         activation_cache: file keeping the frozen stages' activations (with
             ``optim.trainable_stages``) across runs of the same trunk; ``None``: memory only.
         num_workers: image-loading worker processes.
+        decode_cache_mb: keep up to this many MiB of decoded training images in memory,
+            shared by every run of the process (0: off); with ``num_workers: 0`` each image
+            is then decoded once instead of every epoch and mining pass (see
+            :class:`asymret.data.image_list.DecodeCache`). Same results with or without.
         progress: show progress bars.
     """
 
@@ -198,6 +208,7 @@ class RunConfig:
     teacher_bank: str | None = None
     activation_cache: str | None = None
     num_workers: int = 0
+    decode_cache_mb: int = 0
     progress: bool = True
 
 
@@ -266,6 +277,10 @@ class TrainConfig:
         ):
             if value < 1:
                 raise AsymretError(f"{key} must be at least 1, got {value}")
+        if self.run.decode_cache_mb < 0:
+            raise AsymretError(
+                f"run.decode_cache_mb must be 0 (off) or more, got {self.run.decode_cache_mb}"
+            )
         if self.optim.trainable_stages < 0:
             raise AsymretError(
                 f"optim.trainable_stages must be 0 (whole trunk) or more, got "
@@ -364,14 +379,15 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Defaults, then the YAML file, then ``section.key=value`` overrides; validated.
+    """Defaults, then the YAML file (or preset, by name), then ``section.key=value``
+    overrides; validated.
 
     Raises:
         AsymretError: unreadable YAML, unknown keys, wrong types, impossible combinations.
     """
     config = TrainConfig()
     if path is not None:
-        path = Path(path)
+        path = resolve_config_path(path)
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:

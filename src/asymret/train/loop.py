@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from asymret.bank import TeacherBank
-from asymret.data.image_list import ImageList
+from asymret.data.image_list import ImageList, shared_decode_cache
 from asymret.data.revisitop import RevisitopDataset
 from asymret.data.sfm120k import TrainingDb
 from asymret.errors import AsymretError
@@ -170,7 +170,10 @@ class Trainer:
         torch.manual_seed(config.run.seed)  # the student's random layers start the same everywhere
         self.db = TrainingDb.load(config.data.train_db, "train", config.data.root)
         self.train_images = ImageList(
-            self.db.paths, config.data.imsize, skip_unreadable=config.data.skip_unreadable
+            self.db.paths, config.data.imsize, skip_unreadable=config.data.skip_unreadable,
+            draft=config.data.draft_decode,
+            decode_cache=(shared_decode_cache(config.run.decode_cache_mb << 20)
+                          if config.run.decode_cache_mb else None),
         )
         self.student: RetrievalNet = create_model(
             config.models.student,
@@ -400,8 +403,9 @@ class Trainer:
         config = self.config
         for name in config.data.val_sets:
             dataset = RevisitopDataset.load(name, config.data.root)
-            query_images = dataset.query_images(config.data.val_imsize)
-            database_images = dataset.database_images(config.data.val_imsize)
+            draft = config.data.draft_decode
+            query_images = dataset.query_images(config.data.val_imsize).drafted(draft)
+            database_images = dataset.database_images(config.data.val_imsize).drafted(draft)
             student_q = self._extract(self.student, query_images, torch.arange(len(query_images)))
             student_x = self._extract(
                 self.student, database_images, torch.arange(len(database_images))
