@@ -209,6 +209,19 @@ def _cmd_whiten(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from asymret.export import export_onnx
+
+    meta = export_onnx(args.model, args.out, teacher_fingerprint=args.teacher_fingerprint,
+                       root=args.root, pretrained=args.pretrained, opset=args.opset)
+    teacher = " ".join(filter(None, (meta["teacher_network"], meta["teacher_fingerprint"])))
+    teacher = teacher or "unknown"
+    print(f"{meta['network']} ({meta['dim']}-D, {meta['model_fingerprint']}; teacher "
+          f"{teacher}) exported to {args.out}; onnxruntime matches PyTorch (lowest cosine "
+          f"{meta['cosine']:.6f})")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from asymret.train import load_config, train
 
@@ -248,6 +261,233 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(f"report: {files['html']} (also {files['md'].name} and {files['csv'].name})")
     return 0
+
+
+_IVFPQ_OPTIONS = ("nlist", "reduce_dim", "pq_m", "nprobe", "rerank", "train_size")
+
+
+def _describe_index(index) -> str:
+    teacher = index.teacher
+    size = "full size" if index.imsize is None else f"{index.imsize}px"
+    scales = ",".join(f"{s:g}" for s in index.preprocessing["scales"])
+    kind = index.kind if index.kind == "exact" else f"ivfpq {index.meta['ivfpq']['factory']}"
+    return (f"{index.path}: {index.count} images, {index.dim}-D, {kind}; teacher "
+            f"{teacher['name']} {teacher['fingerprint'][:19]} at {size}, scales {scales}, "
+            f"{index.preprocessing['precision']}")
+
+
+def _describe_recall(recall: dict | None) -> str:
+    if recall is None:
+        return ""
+    return (f"\nIVF-PQ recall@{recall['k']} against exact search: {recall['recall']:.3f} "
+            f"({recall['queries']} of its {recall['count']} vectors as queries, each query's "
+            f"own image left out; nprobe {recall['nprobe']}, rerank {recall['rerank']})")
+
+
+def _describe_report(report, verb: str) -> str:
+    lines = [f"{verb} {report.added} images" + (f" ({report.already} already indexed)"
+                                                 if report.already else "")]
+    if report.skipped:
+        lines.append(f"skipped {len(report.skipped)} unreadable image(s), first "
+                     f"{report.skipped[0]}")
+    lines.append(_describe_index(report.index) + _describe_recall(report.recall))
+    return "\n".join(lines)
+
+
+def _cmd_index_build(args: argparse.Namespace) -> int:
+    from asymret.index import IvfPqOptions, build_index, collection_images
+    from asymret.models import load_network
+
+    given = {name: getattr(args, name) for name in _IVFPQ_OPTIONS
+             if getattr(args, name) is not None}
+    if given and args.kind != "ivfpq":
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise AsymretError(f"{options}: IVF-PQ settings, for --kind ivfpq")
+    ids, paths = collection_images(args.images, args.dataset, args.root)
+    teacher = load_network(args.teacher, args.root, pretrained=args.pretrained)
+    report = build_index(
+        args.out, teacher, ids, paths, teacher_spec=args.teacher, pretrained=args.pretrained,
+        kind=args.kind, ivfpq=IvfPqOptions(**given), imsize=args.imsize, scales=args.scales,
+        recall_queries=args.recall_queries, progress=not args.quiet, **_extract_options(args),
+    )
+    print(_describe_report(report, "indexed"))
+    return 0
+
+
+def _cmd_index_add(args: argparse.Namespace) -> int:
+    from asymret.index import add_to_index, collection_images
+    from asymret.models import load_network
+
+    ids, paths = collection_images(args.images, args.dataset, args.root)
+    teacher = (load_network(args.teacher, args.root, pretrained=args.pretrained)
+               if args.teacher else None)
+    report = add_to_index(args.index, ids, paths, teacher=teacher, root=args.root,
+                          recall_queries=args.recall_queries, progress=not args.quiet,
+                          device=args.device, batch_size=args.batch_size,
+                          num_workers=args.workers)
+    print(_describe_report(report, "added"))
+    return 0
+
+
+def _cmd_index_info(args: argparse.Namespace) -> int:
+    from asymret.index import TeacherIndex
+
+    index = TeacherIndex.open(args.index, verify=args.verify)
+    if args.json:
+        print(json.dumps(index.meta))
+    else:
+        print(_describe_index(index) + _describe_recall(index.recall))
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from asymret.index import TorchQueryModel, parse_box, search_index
+
+    if str(args.model).endswith(".onnx"):
+        from asymret.export import OnnxQueryModel
+
+        if args.scales not in (None, [1.0]):
+            raise AsymretError("--scales: an ONNX query model extracts at one scale")
+        model = OnnxQueryModel(args.model)
+    else:
+        model = TorchQueryModel.load(args.model, root=args.root, pretrained=args.pretrained,
+                                     scales=args.scales or [1.0], device=args.device)
+    results = search_index(
+        args.index, model, args.queries, args.k, box=parse_box(args.box) if args.box else None,
+        imsize=args.imsize, allow_unknown_teacher=args.allow_unknown_teacher,
+        nprobe=args.nprobe, rerank=args.rerank,
+    )
+    if args.json:
+        print(json.dumps([
+            {"query": str(query), "results": [{"rank": rank, "path": hit.path, "score": hit.score}
+                                              for rank, hit in enumerate(hits, start=1)]}
+            for query, hits in zip(args.queries, results, strict=True)
+        ]))
+        return 0
+    for query, hits in zip(args.queries, results, strict=True):
+        print(f"{query}:")
+        for rank, hit in enumerate(hits, start=1):
+            print(f"{rank:4d}  {hit.score:.4f}  {hit.path}")
+    return 0
+
+
+def _add_index_commands(subparsers: argparse._SubParsersAction) -> None:
+    """``asymret index build|add|info`` and ``asymret search``."""
+    index = subparsers.add_parser(
+        "index", help="index a photo collection with the teacher (faiss), once, then grow it",
+        description="index a photo collection with the teacher (faiss), once, then grow it",
+        epilog="example:\n  asymret index build --teacher T --images ~/photos --out idx\n"
+        "  asymret index add idx --images ~/photos/new\n  asymret index info idx",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    index_commands = index.add_subparsers(dest="index_command", metavar="<index command>",
+                                          required=True)
+
+    def add_source(parser: argparse.ArgumentParser) -> None:
+        source = parser.add_mutually_exclusive_group(required=True)
+        source.add_argument("--images", metavar="DIR",
+                            help="a folder of images (searched recursively)")
+        source.add_argument("--dataset", help="a test set's database images: a set under the "
+                            "data root (roxford5k, synth, ...) or a photo folder with images.csv")
+        parser.add_argument("--root", help="data root (default: $ASYMRET_DATA or "
+                            "~/.cache/asymret)")
+        parser.add_argument("--pretrained", action="store_true",
+                            help="a teacher given by name: offline ImageNet weights")
+        parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+        parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+        parser.add_argument("--workers", type=int, default=0, help="image-decoding processes")
+        parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    build = _add_command(
+        index_commands, "build", _cmd_index_build,
+        "extract the teacher's vectors of a collection into a new index folder (resumable: "
+        "run it again after an interruption)",
+        "asymret index build --teacher networks/rSfM120k-tl-resnet101-gem-w-a155e54.pth "
+        "--images ~/photos --out runs/photos-index\n"
+        "  asymret index build --teacher T --dataset roxford5k --out idx --kind ivfpq",
+    )
+    build.add_argument("--teacher", required=True,
+                       help="the indexing network: saved model folder, reference .pth, or name")
+    build.add_argument("--out", required=True, help="the index folder to create")
+    add_source(build)
+    build.add_argument("--imsize", type=int, default=1024,
+                       help="longer image side the teacher sees (default: 1024)")
+    build.add_argument("--scales", type=float, nargs="+", default=[1.0],
+                       help="multi-scale extraction, e.g. 1 0.7071 0.5 (default: 1)")
+    _add_precision_option(build)
+    build.add_argument("--kind", choices=("exact", "ivfpq"), default="exact",
+                       help="exact inner-product search (default) or IVF-PQ for large "
+                       "collections (its recall@10 against exact is measured and printed)")
+    build.add_argument("--nlist", type=int, help="ivfpq: inverted lists (default: 4 sqrt(N) "
+                       "as a power of two)")
+    build.add_argument("--reduce-dim", type=int,
+                       help="ivfpq: PCA dimensions before quantising (default: min(D, 256))")
+    build.add_argument("--pq-m", type=int,
+                       help="ivfpq: 4-bit sub-quantisers (default: reduce-dim / 2)")
+    build.add_argument("--nprobe", type=int, help="ivfpq: lists searched (default: 64)")
+    build.add_argument("--rerank", type=int, help="ivfpq: candidates re-scored exactly from "
+                       "the stored vectors (default: 100; 0: approximate scores)")
+    build.add_argument("--train-size", type=int,
+                       help="ivfpq: vectors the quantisers learn from (default: 39 nlist, at "
+                       "least 10000)")
+    build.add_argument("--recall-queries", type=int, default=1000,
+                       help="ivfpq: sampled vectors the recall is measured with (default: 1000)")
+
+    add = _add_command(
+        index_commands, "add", _cmd_index_add,
+        "add the images not yet indexed, with the index's teacher and preprocessing "
+        "(resumable)",
+        "asymret index add runs/photos-index --images ~/photos/2027",
+    )
+    add.add_argument("index", help="the index folder")
+    add_source(add)
+    add.add_argument("--teacher", help="the indexing network, if it moved (default: the one "
+                     "the index records; its weights must be the same)")
+    add.add_argument("--recall-queries", type=int, default=0,
+                     help="ivfpq: measure the recall again with this many sampled vectors")
+
+    info = _add_command(index_commands, "info", _cmd_index_info,
+                        "describe an index: size, kind, teacher, preprocessing, recall",
+                        "asymret index info runs/photos-index --verify")
+    info.add_argument("index", help="the index folder")
+    info.add_argument("--verify", action="store_true",
+                      help="check every file's sha256 (reads them all)")
+    info.add_argument("--json", action="store_true", help="print index.json")
+
+    search = _add_command(
+        subparsers, "search", _cmd_search,
+        "search a teacher index with query images through a student (or the teacher) and "
+        "print the ranked images and scores",
+        "asymret search --index runs/photos-index --model runs/s/student q.jpg -k 5 "
+        "--box 40,30,380,410\n  asymret search --index runs/photos-index --model student.onnx "
+        "q1.jpg q2.jpg --json",
+    )
+    search.add_argument("--index", required=True, help="the index folder")
+    search.add_argument("--model", required=True,
+                        help="the query network: a student's saved folder (its teacher.json "
+                        "must name the index's teacher), an .onnx from `asymret export`, the "
+                        "index's teacher, a reference .pth or a name")
+    search.add_argument("queries", nargs="+", metavar="QUERY", help="query image files")
+    search.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
+    search.add_argument("--json", action="store_true",
+                        help="print one JSON list: per query its ranked paths and scores")
+    search.add_argument("--box", metavar="x1,y1,x2,y2",
+                        help="crop every query to this box in pixels (shrunk by its full "
+                        "image's factor, as asymret reads a query)")
+    search.add_argument("--imsize", type=int,
+                        help="longer side of the query images (default: the index's)")
+    search.add_argument("--scales", type=float, nargs="+",
+                        help="multi-scale query vectors, torch models only (default: 1)")
+    search.add_argument("--allow-unknown-teacher", action="store_true",
+                        help="search with a model that records no teacher (trained alone or "
+                        "saved before teacher.json existed): its vectors may not match")
+    search.add_argument("--nprobe", type=int, help="ivfpq: lists searched (default: the "
+                        "index's)")
+    search.add_argument("--rerank", type=int, help="ivfpq: candidates re-scored exactly "
+                        "(default: the index's)")
+    search.add_argument("--root", help="data root (networks given as networks/<file>.pth)")
+    search.add_argument("--pretrained", action="store_true",
+                        help="a network given by name: offline ImageNet weights")
+    search.add_argument("--device", default="cpu", help="where a torch model runs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -381,6 +621,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="feature-store cache, shared with evaluate (default: runs/features)")
     whiten.add_argument("--out", required=True, help="folder of the whitened model")
 
+    export = _add_command(
+        subparsers, "export", _cmd_export,
+        "export a network as ONNX for querying without PyTorch: (N, 3, H, W) RGB in [0, 1], "
+        "any batch and image size, to (N, D) unit vectors; its and its teacher's fingerprints "
+        "in the metadata",
+        "asymret export --model runs/synth-contrastive-plus/student --out student.onnx",
+    )
+    export.add_argument("--model", required=True,
+                        help="saved model folder (e.g. a trained student), reference .pth, or name")
+    export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.add_argument("--teacher-fingerprint", metavar="SHA256",
+                        help="the teacher the vectors are compatible with (default: from the "
+                        "student folder's teacher.json, else none)")
+    export.add_argument("--pretrained", action="store_true",
+                        help="networks given by name: offline ImageNet weights")
+    export.add_argument("--root", help="data root (for networks/<file>.pth)")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+
     train = _add_command(
         subparsers, "train", _cmd_train,
         "train a student against a frozen teacher (any loss, symmetric or asymmetric)",
@@ -436,6 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="input image size for the FLOPs (default: 362 362, as the "
                              "reference project measured); counted on the meta device, in "
                              "about 0.1 s per network")
+    _add_index_commands(subparsers)
     return parser
 
 

@@ -9,12 +9,17 @@ from pathlib import Path
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write UTF-8 ``text`` to a temporary file beside ``path`` (creating its folder), fsync
     it, then rename it over ``path``: readers see the old file or the new one, never a part."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """:func:`write_text_atomic` for bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
     try:
-        with open(temporary, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        with open(temporary, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)

@@ -24,6 +24,7 @@ Medium agree and Hard has no positives); ``junk`` is empty.
 from __future__ import annotations
 
 import csv
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,6 +139,19 @@ class PhotoFolder:
             query_indices=pair_array[:, 0],
             positive_indices=pair_array[:, 1],
         )
+
+    def training_name(self) -> str:
+        """A name for the training rows' stored vectors (a teacher bank's collection):
+        ``<folder name>-<8 hex digits>``, the digits a digest of the folder's absolute path and
+        of its training rows (path and instance). Stable while neither changes, with no path
+        separator; two folders of the same name, or one folder after its training rows were
+        edited, get different names, so their vectors are never mixed."""
+        directory = self.directory.expanduser().resolve()
+        digest = hashlib.sha256(str(directory).encode())
+        for row in self.rows:
+            if row.role == "train":
+                digest.update(f"\n{row.path}\t{row.instance}".encode())
+        return f"{directory.name or 'photos'}-{digest.hexdigest()[:8]}"
 
     def test_set(self) -> RevisitopDataset:
         """Rows with roles ``query`` / ``database`` as a revisitop-structured test set."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -23,9 +22,12 @@ class GeM(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) feature map → (N, C) pooled vectors."""
-        pooled = F.avg_pool2d(x.clamp(min=self.eps).pow(self.p), (x.size(-2), x.size(-1)))
-        return pooled.pow(1.0 / self.p).flatten(1)
+        """(N, C, H, W) feature map → (N, C) pooled vectors.
+
+        A mean over the spatial axes rather than an average pooling whose kernel is the map's
+        size: a traced graph (ONNX export, :mod:`asymret.export`) then keeps H and W dynamic.
+        """
+        return x.clamp(min=self.eps).pow(self.p).mean(dim=(-2, -1)).pow(1.0 / self.p)
 
     def extra_repr(self) -> str:
         return f"p={self.p.item():.4f}, eps={self.eps}"

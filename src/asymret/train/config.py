@@ -36,8 +36,10 @@ class DataConfig:
 
     Attributes:
         root: data root (``None``: ``$ASYMRET_DATA`` or ``~/.cache/asymret``).
-        train_db: SfM-format training db folder name under the root.
-        val_sets: revisitop-format test sets under the root, evaluated during training.
+        train_db: SfM-format training db folder name under the root, or a photo folder with
+            ``images.csv`` (its rows with role train; see :mod:`asymret.data.folder`).
+        val_sets: revisitop-format test sets under the root, or photo folders (their query
+            and database rows), evaluated during training.
         imsize: longer side of the student's training images (362 in fast recipes, 1024 as
             published).
         val_imsize: longer side of the student's validation images.

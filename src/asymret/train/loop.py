@@ -27,9 +27,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from asymret.bank import TeacherBank
+from asymret.data import load_test_set, load_training_db
 from asymret.data.image_list import ImageList, shared_decode_cache
 from asymret.data.revisitop import RevisitopDataset
-from asymret.data.sfm120k import TrainingDb
 from asymret.errors import AsymretError
 from asymret.evaluate import available_settings, evaluate_retrieval
 from asymret.features import FeatureStore, extract_vectors
@@ -44,6 +44,7 @@ from asymret.models import (
     save_model,
 )
 from asymret.runtime import prefers_channels_last
+from asymret.teacher_record import write_teacher_record
 from asymret.train.checkpoint import (
     CHECKPOINT_NAME,
     TrainState,
@@ -168,7 +169,12 @@ class Trainer:
     def _build(self) -> None:
         config = self.config
         torch.manual_seed(config.run.seed)  # the student's random layers start the same everywhere
-        self.db = TrainingDb.load(config.data.train_db, "train", config.data.root)
+        # A db name under the root or a photo folder; db_name names its vectors in the bank.
+        self.db_name, self.db = load_training_db(
+            config.data.train_db, "train", config.data.root,
+            require_pairs=config.mining.sampler == "tuples",
+        )
+        self.val_datasets = [(name, self._val_dataset(name)) for name in config.data.val_sets]
         self.train_images = ImageList(
             self.db.paths, config.data.imsize, skip_unreadable=config.data.skip_unreadable,
             draft=config.data.draft_decode,
@@ -245,7 +251,7 @@ class Trainer:
         """The teacher's (N, D) vectors of all training images, extracted once, memory-mapped."""
         def training_vectors() -> FeatureStore:
             return self.teacher_bank.training_vectors(
-                self.config.data.train_db, self.db, self.config.data.teacher_train_imsize,
+                self.db_name, self.db, self.config.data.teacher_train_imsize,
                 skip_unreadable=self.config.data.skip_unreadable,
             )
 
@@ -387,6 +393,17 @@ class Trainer:
 
     # ------------------------------------------------------------- validation
 
+    def _val_dataset(self, name: str) -> RevisitopDataset:
+        """A validation set (a test set's name or a photo folder), with queries and database."""
+        dataset = load_test_set(name, self.config.data.root)
+        if not dataset.qimlist or not dataset.imlist:
+            raise AsymretError(
+                f"validation set {name}: {len(dataset.qimlist)} queries and "
+                f"{len(dataset.imlist)} database images; validation needs both (a photo "
+                "folder: rows with role query and rows with role database)"
+            )
+        return dataset
+
     def _teacher_val_vectors(self, dataset: RevisitopDataset) -> tuple[np.ndarray, np.ndarray]:
         """The teacher's (Q, D) query and (N, D) database vectors of a validation set."""
         if self.info.is_main:
@@ -401,8 +418,7 @@ class Trainer:
         """Revisited mAP on each validation set: symmetric, asymmetric and the teacher's."""
         rows = []
         config = self.config
-        for name in config.data.val_sets:
-            dataset = RevisitopDataset.load(name, config.data.root)
+        for name, dataset in self.val_datasets:
             draft = config.data.draft_decode
             query_images = dataset.query_images(config.data.val_imsize).drafted(draft)
             database_images = dataset.database_images(config.data.val_imsize).drafted(draft)
@@ -469,6 +485,8 @@ class Trainer:
         student_dir = self.run_dir / "student"
         if self.info.is_main:
             save_model(self.student, student_dir)
+            if self.teacher is not None:  # which vectors its queries match
+                write_teacher_record(student_dir, config.models.teacher, self.teacher)
             if state.skipped_images:
                 print(f"skipped {state.skipped_images} unreadable training images")
         log.close()
