@@ -16,7 +16,9 @@ from __future__ import annotations
 import inspect
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -32,7 +34,7 @@ from asymret.data.image_list import ImageList, shared_decode_cache
 from asymret.data.revisitop import RevisitopDataset
 from asymret.errors import AsymretError
 from asymret.evaluate import available_settings, evaluate_retrieval
-from asymret.features import FeatureStore, extract_vectors
+from asymret.features import extract_vectors
 from asymret.losses import build_loss
 from asymret.mining import EpochTuples, epoch_generator, epoch_tuples, sample_images
 from asymret.models import (
@@ -68,6 +70,8 @@ from asymret.train.projection import (
     set_projection,
 )
 from asymret.train.steps import forward_by_size, tuple_references
+
+T = TypeVar("T")
 
 
 class TrainingDiverged(AsymretError):
@@ -247,18 +251,20 @@ class Trainer:
     def _progress(self) -> bool:
         return self.config.run.progress and self.info.is_main
 
+    def _main_rank_first(self, work: Callable[[], T]) -> T:
+        """``work()`` on the main rank, then on the others once it is done: the main rank
+        extracts what the others only open."""
+        result = work() if self.info.is_main else None
+        barrier(self.info)
+        return work() if result is None else result
+
     def _training_vectors(self) -> np.ndarray:
         """The teacher's (N, D) vectors of all training images, extracted once, memory-mapped."""
-        def training_vectors() -> FeatureStore:
-            return self.teacher_bank.training_vectors(
-                self.db_name, self.db, self.config.data.teacher_train_imsize,
-                skip_unreadable=self.config.data.skip_unreadable,
-            )
-
-        if self.info.is_main:
-            training_vectors()
-        barrier(self.info)
-        return training_vectors().vectors
+        store = self._main_rank_first(lambda: self.teacher_bank.training_vectors(
+            self.db_name, self.db, self.config.data.teacher_train_imsize,
+            skip_unreadable=self.config.data.skip_unreadable,
+        ))
+        return store.vectors
 
     def _bank_rows(self, indices: torch.Tensor) -> torch.Tensor:
         """Teacher vectors of training images ``indices`` (any shape) → (*indices.shape, D)."""
@@ -406,12 +412,9 @@ class Trainer:
 
     def _teacher_val_vectors(self, dataset: RevisitopDataset) -> tuple[np.ndarray, np.ndarray]:
         """The teacher's (Q, D) query and (N, D) database vectors of a validation set."""
-        if self.info.is_main:
-            self.teacher_bank.test_vectors(dataset, self.config.data.teacher_val_imsize)
-        barrier(self.info)
-        queries, database = self.teacher_bank.test_vectors(
+        queries, database = self._main_rank_first(lambda: self.teacher_bank.test_vectors(
             dataset, self.config.data.teacher_val_imsize
-        )
+        ))
         return queries.vectors, database.vectors
 
     def validate(self, epoch: int) -> list[dict]:
