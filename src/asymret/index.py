@@ -74,7 +74,7 @@ from asymret.features import (
     multiscale_vectors,
     retrieval_net,
 )
-from asymret.files import write_text_atomic
+from asymret.files import read_versioned_json, write_text_atomic
 from asymret.models.network import RetrievalNet, Teacher
 from asymret.teacher_record import TEACHER_RECORD_FILE, read_teacher_record
 
@@ -391,16 +391,10 @@ def _read_meta(path: Path) -> dict:
     if not path.is_dir():
         raise AsymretError(f"{path}: no such index folder")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = read_versioned_json(meta_path, INDEX_FORMAT, INDEX_VERSION,
+                                   contents="index metadata", kind="index", label="index")
     except FileNotFoundError:
         raise AsymretError(f"{path}: not an asymret index ({INDEX_META} is missing)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AsymretError(f"{meta_path}: cannot read index metadata ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
-        raise AsymretError(f"{meta_path}: not an asymret index")
-    if meta.get("version") != INDEX_VERSION:
-        raise AsymretError(f"{meta_path}: index version {meta.get('version')} is not supported "
-                           f"(this asymret reads version {INDEX_VERSION})")
     required = ("kind", "count", "dim", "files", "teacher", "preprocessing", "generation")
     missing = [key for key in required if key not in meta]
     files = meta.get("files")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from asymret.errors import AsymretError
 from asymret.features import Network, model_fingerprint, retrieval_net
-from asymret.files import write_text_atomic
+from asymret.files import read_versioned_json, write_text_atomic
 
 TEACHER_RECORD_FILE = "teacher.json"
 RECORD_FORMAT = "asymret-teacher-record"
@@ -75,15 +75,9 @@ def read_teacher_record(student_dir: str | Path) -> TeacherRecord | None:
     path = Path(student_dir) / TEACHER_RECORD_FILE
     if not Path(student_dir).is_dir() or not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AsymretError(f"{path}: cannot read the teacher record ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
-        raise AsymretError(f"{path}: not an asymret teacher record")
-    if data.get("version") != RECORD_VERSION:
-        raise AsymretError(f"{path}: teacher record version {data.get('version')} is not "
-                           f"supported (this asymret reads version {RECORD_VERSION})")
+    data = read_versioned_json(path, RECORD_FORMAT, RECORD_VERSION,
+                               contents="the teacher record", kind="teacher record",
+                               label="teacher record")
     fields = {key: data.get(key) for key in ("teacher", "name", "fingerprint")}
     if not all(isinstance(value, str) and value for value in fields.values()):
         raise AsymretError(f"{path}: teacher record lacks 'teacher', 'name' or 'fingerprint'")

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from asymret.errors import AsymretError
-from asymret.files import write_text_atomic
+from asymret.files import read_versioned_json, write_text_atomic
 
 STORE_FORMAT = "asymret-features"
 STORE_VERSION = 1
@@ -180,18 +180,11 @@ class FeatureStore:
         path = Path(path)
         meta_path = path / META_FILE
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = read_versioned_json(meta_path, STORE_FORMAT, STORE_VERSION,
+                                       contents="store metadata", kind="feature store",
+                                       label="store")
         except FileNotFoundError:
             raise AsymretError(f"{path}: not a feature store ({META_FILE} is missing)") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise AsymretError(f"{meta_path}: cannot read store metadata ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
-            raise AsymretError(f"{meta_path}: not an asymret feature store")
-        if meta.get("version") != STORE_VERSION:
-            raise AsymretError(
-                f"{meta_path}: store version {meta.get('version')} is not supported "
-                f"(this asymret reads version {STORE_VERSION})"
-            )
         ids = _read_ids(path / IDS_FILE, meta)
         vectors = _open_vectors(path / VECTORS_FILE, meta, writable)
         store = cls(path, vectors, ids, meta)
