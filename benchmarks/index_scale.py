@@ -17,6 +17,12 @@ median ms per query, recall@10 against exact search on the held-out queries, and
 the build measures (sampled vectors as queries, their own images left out), with the ratios
 of IVF-PQ to exact.
 
+Then the student-query path end to end, as ``asymret search`` and ``asymret serve`` run it
+on that IVF-PQ index: a generated query photo decoded and shrunk (``--query-imsize``), its
+vector from a student (``--student``, random weights: only its cost matters, with a
+projection to the index's dimension) through PyTorch and through its ONNX export
+(onnxruntime), and the search; median ms of each step over ``--student-queries`` queries.
+
 Run from the repository root::
 
     .venv/bin/python benchmarks/index_scale.py                  # 1M vectors (~35 GB disk)
@@ -68,6 +74,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work", help="folder for the vectors and indexes (default: a "
                         "temporary one, removed at the end)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--student", default="tf_efficientnet_lite0-gem",
+                        help="the query network of the end-to-end rows (projected to --dim)")
+    parser.add_argument("--query-imsize", type=int, default=512,
+                        help="longer side of the end-to-end queries")
+    parser.add_argument("--student-queries", type=int, default=30,
+                        help="queries timed end to end")
     return parser.parse_args()
 
 
@@ -169,14 +181,72 @@ def main() -> int:
                 "recall": recall_at_10(found, list(truth)), "measured": measured,
                 "factory": "IndexFlatIP" if kind == "exact" else index.meta["ivfpq"]["factory"],
             }
+            if kind == "ivfpq":
+                student_path = time_student_path(index, work, args)
             del index
         report(rows, args)
+        report_student_path(student_path, args)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
         print(f"peak process memory: {peak:.1f} GiB")
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def time_student_path(index: TeacherIndex, work: Path, args: argparse.Namespace) -> dict:
+    """Median ms of each step of a student query on ``index``: decode and shrink the photo,
+    the student's vector (PyTorch, and onnxruntime on the export), the search."""
+    import torch
+    from PIL import Image
+
+    from asymret.export import OnnxQueryModel, export_onnx
+    from asymret.index import TorchQueryModel, load_queries, model_vectors
+    from asymret.models import create_model, save_model
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    student = create_model(f"{args.student}-{args.dim}", pretrained=False).eval()
+    save_model(student, work / "student")
+    export_onnx(work / "student", work / "student.onnx")
+    models = {"PyTorch": TorchQueryModel(student),
+              "ONNX": OnnxQueryModel(work / "student.onnx")}
+    rng = np.random.default_rng(args.seed)
+    photo = work / "query.jpg"
+    coarse = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(coarse).resize((1024, 768), Image.Resampling.BICUBIC).save(photo,
+                                                                            quality=90)
+    steps: dict[str, list[float]] = {"decode": [], "search": [], **{m: [] for m in models}}
+    for number in range(args.student_queries + 1):  # the first is a warm-up
+        start = time.perf_counter()
+        images = load_queries([photo], imsize=args.query_imsize)
+        decoded = time.perf_counter()
+        vectors = {}
+        for name, model in models.items():
+            begin = time.perf_counter()
+            vectors[name] = model_vectors(model, images)
+            if number:
+                steps[name].append(time.perf_counter() - begin)
+        begin = time.perf_counter()
+        index.hits(vectors["ONNX"], 10)
+        if number:
+            steps["decode"].append(decoded - start)
+            steps["search"].append(time.perf_counter() - begin)
+    size = tuple(images[0].shape[1:])
+    return {"size": size, **{step: 1000 * float(np.median(t)) for step, t in steps.items()}}
+
+
+def report_student_path(timed: dict, args: argparse.Namespace) -> None:
+    print(f"\nstudent query end to end: {args.student}-{args.dim} (random weights), a "
+          f"{timed['size'][1]}x{timed['size'][0]} query from a 1024x768 JPEG, IVF-PQ search, "
+          f"median of {args.student_queries}")
+    print("\n| query model | decode + shrink (ms) | student vector (ms) | search (ms) | "
+          "total (ms) | search share |")
+    print("|---|---|---|---|---|---|")
+    for name in ("PyTorch", "ONNX"):
+        total = timed["decode"] + timed[name] + timed["search"]
+        print(f"| {name} | {timed['decode']:.1f} | {timed[name]:.1f} | {timed['search']:.2f} "
+              f"| {total:.1f} | {timed['search'] / total:.3f} |")
 
 
 def report(rows: dict, args: argparse.Namespace) -> None:

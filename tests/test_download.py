@@ -4,6 +4,7 @@ The server serves small archives generated here with the layout of the official 
 downloads reach it through the ``mirror`` option, which keeps the official URL paths.
 """
 
+import dataclasses
 import hashlib
 import io
 import random
@@ -17,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from PIL import Image
+import torch
 
 from asymret.data.download import (
     DATASETS,
@@ -32,6 +33,7 @@ from asymret.data.revisitop import write_gnd
 from asymret.data.sfm120k import write_training_db, write_whitening_db
 from asymret.errors import AsymretError
 from asymret.safe_pickle import load_pickle
+from download_fixtures import jpeg_bytes, tar_gz
 
 SERVER_WATCHDOG_S = 60.0
 
@@ -97,6 +99,16 @@ class _FileServer:
         return Handler
 
 
+@pytest.fixture(autouse=True)
+def unknown_ground_truth_sums(monkeypatch):
+    """The tests serve ground-truth files of their own: forget the official files' known
+    sizes and SHA-256 (``tests/faults/test_downloads.py`` checks that they are enforced)."""
+    for name in ("roxford5k", "rparis6k"):
+        spec = DOWNLOADS[name]
+        files = tuple(dataclasses.replace(f, sha256=None, size=None) for f in spec.files)
+        monkeypatch.setitem(DOWNLOADS, name, dataclasses.replace(spec, files=files))
+
+
 @pytest.fixture
 def server():
     file_server = _FileServer()
@@ -116,22 +128,6 @@ def server():
         thread.join(timeout=5)
 
 
-def _jpeg(seed: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 6), (seed * 40 % 256, 90, 200)).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
-def _tar_gz(entries: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, content in entries.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()
-
-
 def _written(write, *arguments, **options) -> bytes:
     """The bytes of the file that ``write(path, *arguments, **options)`` writes."""
     with tempfile.TemporaryDirectory() as folder:
@@ -146,25 +142,25 @@ def _gnd(imlist: list[str], qimlist: list[str]) -> bytes:
 def _serve_roxford5k(server: _FileServer) -> dict[str, bytes]:
     """Flat Oxford archive and its gnd file; returns image name → bytes."""
     images = {
-        "all_souls_000000": _jpeg(1),
-        "all_souls_000001": _jpeg(2),
-        "bodleian_000000": _jpeg(3),
+        "all_souls_000000": jpeg_bytes(1),
+        "all_souls_000001": jpeg_bytes(2),
+        "bodleian_000000": jpeg_bytes(3),
     }
     spec = DATASETS["roxford5k"]
     server.serve(
         spec.files[0].url, _gnd(["all_souls_000000", "bodleian_000000"], ["all_souls_000001"])
     )
-    server.serve(spec.archives[0].url, _tar_gz({f"{n}.jpg": b for n, b in images.items()}))
+    server.serve(spec.archives[0].url, tar_gz({f"{n}.jpg": b for n, b in images.items()}))
     return images
 
 
 def _serve_rparis6k(server: _FileServer) -> dict[str, bytes]:
     """Two Paris archives nesting images per landmark, one image corrupt on purpose."""
     parts = [
-        {"defense": {"paris_defense_000000": _jpeg(4), "paris_defense_000001": _jpeg(5)}},
+        {"defense": {"paris_defense_000000": jpeg_bytes(4), "paris_defense_000001": jpeg_bytes(5)}},
         {
             "louvre": {
-                "paris_louvre_000000": _jpeg(6),
+                "paris_louvre_000000": jpeg_bytes(6),
                 "paris_louvre_000136": b"\xff\xd8\xff broken",
             }
         },
@@ -176,7 +172,7 @@ def _serve_rparis6k(server: _FileServer) -> dict[str, bytes]:
         for landmark, files in landmarks.items():
             entries.update({f"paris/{landmark}/{name}.jpg": data for name, data in files.items()})
             images.update(files)
-        server.serve(archive.url, _tar_gz(entries))
+        server.serve(archive.url, tar_gz(entries))
     names = sorted(images)
     server.serve(spec.files[0].url, _gnd(names[1:], names[:1]))
     return images
@@ -262,7 +258,7 @@ def test_image_listed_but_not_in_the_archive_is_reported(server, tmp_path):
 
 def test_sfm120k_layout(server, tmp_path):
     cids = ["7d8bcad8b0d5d7a3d23bb6e96baad03b", "00a1b2c3d4e5f60718293a4b5c6d7e8f", "ffee01"]
-    images = {cid: _jpeg(i) for i, cid in enumerate(cids)}
+    images = {cid: jpeg_bytes(i) for i, cid in enumerate(cids)}
     spec = DATASETS["sfm120k"]
     db = _written(
         write_training_db,
@@ -274,7 +270,7 @@ def test_sfm120k_layout(server, tmp_path):
         server.serve(remote.url, db if remote.filename.endswith("120k.pkl") else whiten)
     server.serve(
         spec.archives[0].url,
-        _tar_gz({f"{c[-2:]}/{c[-4:-2]}/{c[-6:-4]}/{c}": data for c, data in images.items()}),
+        tar_gz({f"{c[-2:]}/{c[-4:-2]}/{c[-6:-4]}/{c}": data for c, data in images.items()}),
     )
 
     folder = download("sfm120k", root=tmp_path, mirror=server.url, progress=False)
@@ -295,7 +291,7 @@ def test_revisitop1m_parts_extract_into_jpg(server, tmp_path):
     for part, archive in enumerate(spec.archives, start=1):
         name = f"{part % 7}/{part:03d}/distractor_{part}.jpg"
         names.append(name)
-        server.serve(archive.url, _tar_gz({name: f"image {part}".encode()}))
+        server.serve(archive.url, tar_gz({name: f"image {part}".encode()}))
     server.serve(spec.files[0].url, "".join(f"{n}\n" for n in names).encode())
     part_51 = urllib.parse.urlsplit(spec.archives[50].url).path
     server.cut_after[part_51] = 40
@@ -317,10 +313,12 @@ def test_revisitop1m_parts_extract_into_jpg(server, tmp_path):
 
 def test_reference_network_goes_to_networks(server, tmp_path):
     network = NETWORKS["rSfM120k-tl-resnet101-gem-w"].files[0]
-    server.serve(network.url, b"checkpoint bytes")
+    checkpoint = io.BytesIO()
+    torch.save({"state_dict": {"pool.p": torch.ones(1)}}, checkpoint)
+    server.serve(network.url, checkpoint.getvalue())
     path = download("rSfM120k-tl-resnet101-gem-w", root=tmp_path, mirror=server.url, progress=False)
     assert path == tmp_path / "networks" / "rSfM120k-tl-resnet101-gem-w-a155e54.pth"
-    assert path.read_bytes() == b"checkpoint bytes"
+    assert path.read_bytes() == checkpoint.getvalue()
 
 
 def _content(size: int) -> bytes:

@@ -3,6 +3,8 @@
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +18,11 @@ from asymret.data.image_list import ImageList
 from asymret.data.images import load_image, to_tensor
 from asymret.errors import AsymretError
 from asymret.features import FeatureStore, extract_vectors, model_fingerprint
+from asymret.files import exclusive_lock
 from asymret.index import (
     INDEX_META,
     PENDING,
+    WRITER_LOCK,
     IvfPqOptions,
     TeacherIndex,
     TorchQueryModel,
@@ -29,6 +33,7 @@ from asymret.index import (
     create_index,
     exact_neighbours,
     measure_recall,
+    retrain_index,
     search_index,
 )
 from asymret.models import load_model
@@ -177,7 +182,7 @@ def test_add_extends_the_index_and_skips_what_it_holds(tmp_path, teacher, teache
     index = report.index
     assert index.count == 15 and index.paths[10:] == [str(p) for p in sorted(second)]
     assert sorted(p.name for p in out.iterdir()) == [
-        "images-000002.json", "index-000002.faiss", INDEX_META]
+        WRITER_LOCK, "images-000002.json", "index-000002.faiss", INDEX_META]
     model = TorchQueryModel.load(student_dir)
     [hits] = search_index(out, model, [second[3]], k=15)
     scores, order = brute_force(model([to_tensor(load_image(second[3], IMSIZE))]),
@@ -185,6 +190,33 @@ def test_add_extends_the_index_and_skips_what_it_holds(tmp_path, teacher, teache
     assert_same_ranking(hits, scores[0], order[0], index.paths)
     again = add_to_index(out, ids, paths, progress=False)
     assert (again.added, again.already, again.index.count) == (0, 15, 15)
+
+
+def test_one_writer_at_a_time_and_a_killed_writer_leaves_no_lock(tmp_path, teacher,
+                                                                 teacher_dir, photos):
+    folder, _, second = photos
+    out = tmp_path / "idx"
+    ids, paths = collection_images(folder / "a")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; h = open(sys.argv[1], 'a'); "
+         "fcntl.flock(h, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+         str(out / WRITER_LOCK)], stdout=subprocess.PIPE, text=True)
+    try:
+        out.mkdir()
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(AsymretError, match=rf"index {out} is being written by another "
+                                               "asymret run; wait for it"):
+            build_index(out, teacher, ids, paths, imsize=IMSIZE, progress=False)
+        assert not (out / INDEX_META).exists() and not (out / PENDING).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    build_index(out, teacher, ids, paths, teacher_spec=teacher_dir, imsize=IMSIZE,
+                progress=False)
+    with exclusive_lock(out / WRITER_LOCK, "a test"):
+        with pytest.raises(AsymretError, match="being written by another asymret run"):
+            add_to_index(out, [str(p) for p in second], second, progress=False)
+    assert add_to_index(out, [str(p) for p in second], second, progress=False).added == 5
 
 
 def test_a_killed_add_resumes_where_it_stopped(tmp_path, teacher, teacher_dir, photos,
@@ -347,6 +379,40 @@ def test_ivfpq_index_of_images_grows(tmp_path, teacher, teacher_dir):
     last = index.paths[-1]
     [hits] = search_index(index, teacher, [last], k=3)
     assert hits[0].path == last and hits[0].score == pytest.approx(1.0, abs=2e-3)
+
+
+def test_retrain_fits_the_quantisers_to_the_grown_collection(tmp_path, teacher, teacher_dir,
+                                                             capsys, built):
+    folder = tmp_path / "photos"
+    write_photos(folder / "a", 260, seed=3, groups=13)
+    write_photos(folder / "b", 40, seed=4, groups=3)
+    out = tmp_path / "idx"
+    build_index(out, teacher, *collection_images(folder / "a"), teacher_spec=teacher_dir,
+                imsize=16, kind="ivfpq", ivfpq=IvfPqOptions(nlist=4, nprobe=2, rerank=20),
+                recall_queries=0, progress=False)
+    grown = add_to_index(out, *collection_images(folder), progress=False).index
+    vector_files = grown.meta["files"]["vectors"]
+    stored = grown.vectors(np.arange(grown.count))
+    status, printed, _ = run(capsys, "index", "retrain", out, "--nlist", 8,
+                             "--recall-queries", 60)
+    assert status == 0 and printed.startswith("retrained the quantisers on all 300 vectors\n")
+    assert "IVF8,PQ8x4fs" in printed and "recall@10 against exact search" in printed
+    index = TeacherIndex.open(out, verify=True)
+    settings = index.meta["ivfpq"]
+    assert (settings["nlist"], settings["train_size"]) == (8, 300), "trained on all of it"
+    assert (settings["nprobe"], settings["rerank"]) == (2, 20), "search settings kept"
+    assert index.meta["generation"] == grown.meta["generation"] + 1
+    assert (index.ids, index.paths) == (grown.ids, grown.paths)
+    assert index.meta["files"]["vectors"] == vector_files, "nothing extracted again"
+    assert np.array_equal(index.vectors(np.arange(index.count)), stored)
+    assert index.recall["count"] == 300 and index.recall["nprobe"] == 2
+    assert sorted(p.name for p in out.glob("index-*.faiss")) == [
+        f"index-{index.meta['generation']:06d}.faiss"]
+    scores, rows = index.search(stored[-5:], 3)
+    assert rows[:, 0].tolist() == list(range(295, 300))
+    assert np.allclose(scores[:, 0], (stored[-5:] ** 2).sum(1), atol=1e-5)
+    with pytest.raises(AsymretError, match="an exact index has no quantisers to retrain"):
+        retrain_index(built[0])
 
 
 # -------------------------------------------------------------- teachers of queries
@@ -521,7 +587,8 @@ def test_command_line_round_trip(capsys, tmp_path, teacher_dir, student_dir, pho
     assert [entry["query"] for entry in listed] == [str(q) for q in queries]
     for entry, hits in zip(listed, expected, strict=True):
         assert [r["rank"] for r in entry["results"]] == [1, 2, 3, 4]
-        assert [(r["path"], r["score"]) for r in entry["results"]] == [tuple(h) for h in hits]
+        assert [(r["path"], r["score"]) for r in entry["results"]] == [
+            (h.path, h.score) for h in hits]
     status, printed, _ = run(capsys, "search", "--index", out, "--model", student_dir,
                              queries[0], "-k", 2)
     lines = printed.splitlines()

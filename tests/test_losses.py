@@ -533,11 +533,13 @@ def test_with_self_positive_rejects_mismatched_teacher_anchor():
 
 
 def test_registry_lists_builds_and_explains_errors():
-    assert list_losses() == sorted([*TUPLE_LOSSES, *RELATIONAL_LOSSES])
+    neighbourhood = ["csd", "raml", "rank_order"]  # tests/test_losses_neighbourhood.py
+    assert list_losses() == sorted([*TUPLE_LOSSES, *RELATIONAL_LOSSES, *neighbourhood])
     assert all(isinstance(build_loss(name), TupleLoss) for name in TUPLE_LOSSES)
     assert all(isinstance(build_loss(name), RelationalLoss) for name in RELATIONAL_LOSSES)
     assert build_loss("contrastive", margin=0.5).margin == 0.5
-    known = "contrastive, darkrank, multi_similarity, regression, rkd, triplet"
+    known = ("contrastive, csd, darkrank, multi_similarity, raml, rank_order, regression, rkd, "
+             "triplet")
     with pytest.raises(AsymretError, match=f"unknown loss 'contrastiv'; known losses: {known}"):
         build_loss("contrastiv")
     with pytest.raises(AsymretError, match=r"loss 'triplet': .*margn.*accepted parameters: margin"):

@@ -1,49 +1,16 @@
 """Training on your own photos: a photo folder is a training db and a validation set."""
 
 import csv
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from asymret.cli import main
 from asymret.data import load_test_set, load_training_db
 from asymret.errors import AsymretError
 from asymret.models import load_model
-from train_fixtures import _texture, _view, make_teacher, write_config
+from train_fixtures import make_photo_folder, make_teacher, write_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def make_photo_folder(folder: Path, train_instances: int = 4, per_instance: int = 3,
-                      test_instances: int = 3, seed: int = 0) -> Path:
-    """Generated photos: ``train_instances`` × ``per_instance`` training images, then per test
-    instance one query and two database images, and one distractor."""
-    rng = np.random.default_rng(seed)
-    rows = [("path", "instance", "role")]
-    for instance in range(train_instances):
-        base = _texture(rng, 40, 48)
-        for view in range(per_instance):
-            rows.append((f"train/i{instance}_{view}.jpg", f"place{instance}", "train"))
-            _save(folder / rows[-1][0], _view(rng, base, (24, 32) if view % 2 else (32, 24)))
-    for instance in range(test_instances):
-        base = _texture(rng, 40, 48)
-        name = f"sight{instance}"
-        rows.append((f"test/{name}_q.jpg", name, "query"))
-        _save(folder / rows[-1][0], _view(rng, base, (30, 36)))
-        for view in range(2):
-            rows.append((f"test/{name}_{view}.jpg", name, "database"))
-            _save(folder / rows[-1][0], _view(rng, base, (24, 32)))
-    rows.append(("test/street.jpg", "street", "database"))
-    _save(folder / rows[-1][0], _view(rng, _texture(rng, 40, 48), (24, 32)))
-    with open(folder / "images.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows(rows)
-    return folder
-
-
-def _save(path: Path, image) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="JPEG", quality=95)
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,13 @@ from asymret.errors import AsymretError
 from asymret.features import FeatureStore, model_fingerprint
 from asymret.losses import base as loss_registry
 from asymret.losses import build_loss
-from asymret.losses.contrastive import ContrastiveLoss
 from asymret.models import create_model, load_model
 from asymret.train import TrainingDiverged, load_config, train
 from asymret.train.config import parse_overrides
 from asymret.train.presets import PRESETS_DIR
 from asymret.train.projection import fit_ridge
 from asymret.train.steps import forward_by_size, tuple_references
-from train_fixtures import STUDENT, make_teacher, write_config
+from train_fixtures import STUDENT, NanAtThirdCall, make_teacher, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -342,23 +341,14 @@ def test_partial_finetuning_trains_the_last_stage_and_shares_its_cache(tmp_path,
 # ------------------------------------------------------------------ nothing lost
 
 
-class _NanAtThirdCall(ContrastiveLoss):
-    calls = 0
-
-    def compute(self, anchor, refs, positive):
-        type(self).calls += 1
-        value = super().compute(anchor, refs, positive)
-        return value * float("nan") if type(self).calls == 3 else value
-
-
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, data_root,
                                                                     teacher_dir, monkeypatch):
-    monkeypatch.setitem(loss_registry._REGISTRY, "test_nan_at_third_call", _NanAtThirdCall)
+    monkeypatch.setitem(loss_registry._REGISTRY, "test_nan_at_third_call", NanAtThirdCall)
     out = tmp_path / "run"
     config = load_config(write_config(tmp_path / "c.yaml", data_root, out, teacher_dir,
                                       loss={"name": "test_nan_at_third_call"},
                                       data={"val_sets": []}))
-    _NanAtThirdCall.calls = 0
+    NanAtThirdCall.calls = 0
     with pytest.raises(TrainingDiverged, match=r"epoch 1, step 3: loss is nan.*last\.pt"):
         train(config)
     checkpoint = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
@@ -396,7 +386,7 @@ def test_existing_run_needs_resume(tmp_path, data_root, teacher_dir):
     with pytest.raises(AsymretError, match="--resume"):
         train(load_config(config_path))
     with pytest.raises(AsymretError, match="different 'optim'"):
-        train(load_config(config_path, ["optim.lr=0.5"]), resume=True)
+        train(load_config(config_path, ["optim.batch_size=2"]), resume=True)
 
 
 def _train_command(config_path: Path, *extra: str) -> list[str]:

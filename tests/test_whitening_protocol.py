@@ -13,6 +13,7 @@ from PIL import Image
 from asymret.bank import store_name
 from asymret.cli import main
 from asymret.data import load_test_set, load_whitening_pairs
+from asymret.data.folder import PhotoFolder
 from asymret.data.image_list import ImageList
 from asymret.data.sfm120k import load_whitening_db, read_whitening_db, write_whitening_db
 from asymret.errors import AsymretError
@@ -222,9 +223,12 @@ def test_photo_folder_training_rows_are_a_whitening_source(world, tmp_path):
     (root / "images.csv").write_text("\n".join(rows) + "\n")
     try:
         label, pairs = load_whitening_pairs(root)
+        training_name = PhotoFolder.load(root).training_name()
     finally:
         (root / "images.csv").unlink()
-    assert label == f"{root.name}-train" and len(pairs.query_indices) == 8 * 4 * 3
+    # Keyed like the folder's training vectors: its path and its images, not its name alone.
+    assert label == training_name and label.startswith(f"{root.name}-")
+    assert len(pairs.query_indices) == 8 * 4 * 3
     assert pairs.paths == db.paths
 
 

@@ -51,8 +51,8 @@ class TeacherBank:
     Args:
         root: the bank's folder.
         net: the banked network (a :class:`~asymret.models.Teacher` or a RetrievalNet).
-        device, amp, channels_last, batch_size, num_workers, progress: extraction options
-            (see :func:`~asymret.features.extract_to_store`).
+        device, amp, channels_last, batch_size, num_workers, progress, verify: extraction
+            options (see :func:`~asymret.features.extract_to_store`).
     """
 
     def __init__(
@@ -66,11 +66,13 @@ class TeacherBank:
         batch_size: int = 32,
         num_workers: int = 0,
         progress: bool = True,
+        verify: bool | str = "sample",
     ):
         self.root = Path(root)
         self.net = net
         self.options = dict(device=device, amp=amp, channels_last=channels_last,
-                            batch_size=batch_size, num_workers=num_workers, progress=progress)
+                            batch_size=batch_size, num_workers=num_workers, progress=progress,
+                            verify=verify)
 
     def folder(self, collection: str, imsize: int | None, scales: Sequence[float] = (1.0,)) -> Path:
         """The folder of the network's vectors of ``collection`` at this preprocessing."""
@@ -105,7 +107,8 @@ class TeacherBank:
     ) -> tuple[FeatureStore, FeatureStore]:
         """The (Q, D) cropped-query and (N, D) database vectors of a test set; the database is
         followed by ``distractors`` (R1M), whose ids are their paths."""
-        collection = f"{dataset.name}+r1m" if distractors else dataset.name
+        name = dataset.collection or dataset.name
+        collection = f"{name}+r1m" if distractors else name
         return extract_test_set(
             self.net, dataset, self.folder(collection, imsize, scales), imsize=imsize,
             scales=scales, distractors=distractors, **self.options,
@@ -127,7 +130,7 @@ def extract_test_set(
 
     Args:
         options: ``device``, ``amp``, ``channels_last``, ``batch_size``, ``num_workers``,
-            ``progress`` (see :func:`~asymret.features.extract_to_store`).
+            ``progress``, ``verify`` (see :func:`~asymret.features.extract_to_store`).
     """
     out = Path(out)
     queries = extract_to_store(

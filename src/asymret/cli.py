@@ -9,16 +9,38 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import numbers
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from asymret.errors import AsymretError
 from asymret.runtime import tune_cpu_allocator
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` with every NaN or infinite number (Python or NumPy) as ``None``: JSON has no
+    NaN, and a mAP without positive queries is NaN."""
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return value
+    if isinstance(value, numbers.Integral):  # NumPy integers register as Integral
+        return int(value)
+    return float(value) if math.isfinite(value) else None
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as one line of strict JSON (NaN and infinities as ``null``); every
+    ``--json`` output goes through here."""
+    print(json.dumps(_json_ready(value), allow_nan=False))
 
 
 def _add_command(
@@ -43,7 +65,10 @@ def _cmd_evaluate_features(args: argparse.Namespace) -> int:
     from asymret.feature_files import evaluate_feature_files
 
     result = evaluate_feature_files(args.gnd, args.queries, args.database)
-    print(json.dumps(result.to_dict()) if args.json else result.format_table())
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        print(result.format_table())
     return 0
 
 
@@ -124,15 +149,20 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
                         help="test set under the data root (roxford5k, synth, ...) or a photo "
                         "folder with images.csv")
     parser.add_argument("--root", help="data root (default: $ASYMRET_DATA or ~/.cache/asymret)")
-    parser.add_argument("--imsize", type=int, default=1024,
+    parser.add_argument("--imsize", type=_positive_int, default=1024,
                         help="longer image side (default: 1024)")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0],
                         help="multi-scale extraction, e.g. 1 0.7071 0.5 (default: 1)")
     parser.add_argument("--distractors", action="store_true",
                         help="add the R1M distractors to the database")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    parser.add_argument("--workers", type=int, default=0, help="image-decoding processes")
+    parser.add_argument("--batch-size", type=_positive_int, default=32,
+                        help="images per forward pass")
+    parser.add_argument("--workers", type=_count, default=0, help="image-decoding processes")
+    parser.add_argument("--verify", choices=("size", "sample", "full"), default="sample",
+                        help="how much of each stored feature store to check before it is "
+                        "reused: its size, also the sha256 of 64 sampled rows (default), or "
+                        "every byte (full)")
     _add_precision_option(parser)
 
 
@@ -143,8 +173,38 @@ def _add_precision_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _extract_options(args: argparse.Namespace) -> dict:
-    return dict(device=args.device, batch_size=args.batch_size, num_workers=args.workers,
-                amp=args.precision == "bf16")
+    return dict(device=_checked_device(args.device), batch_size=args.batch_size,
+                num_workers=args.workers, amp=args.precision == "bf16")
+
+
+def _checked_device(name: str) -> str:
+    """``--device`` as given, once this machine is known to have it."""
+    from asymret.runtime import check_device
+
+    try:
+        check_device(name)
+    except AsymretError as exc:
+        raise AsymretError(f"--device {name}: {exc}") from None
+    return name
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (an image side, a batch size)."""
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    """An argparse type: a whole number of at least 0 (worker processes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
@@ -158,7 +218,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     distractors = distractor_paths(args.root) if args.distractors else []
     queries, database = extract_test_set(
         net, dataset, args.out, imsize=args.imsize, scales=args.scales, distractors=distractors,
-        **_extract_options(args),
+        verify=args.verify, **_extract_options(args),
     )
     print(f"queries: {queries.path / 'vectors.npy'} ({queries.count} x {queries.dim})")
     print(f"database: {database.path / 'vectors.npy'} ({database.count} x {database.dim})")
@@ -180,9 +240,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                 whitening=args.whitening, root=args.root, imsize=args.imsize,
                                 teacher_imsize=args.teacher_imsize,
                                 scales=args.scales, with_distractors=args.distractors,
-                                **_extract_options(args))
+                                verify=args.verify, **_extract_options(args))
     if args.json:
-        print(json.dumps(results.to_dict()))
+        print_json(results.to_dict())
         return 0
     for setting, result in results.items():
         whitening = results.whitening_of(setting)
@@ -202,7 +262,8 @@ def _cmd_whiten(args: argparse.Namespace) -> int:
 
     _, result = whiten_model(
         args.model, args.db, args.out, args.features, root=args.root, dim=args.dim,
-        split=args.split, imsize=args.imsize, scales=args.scales, device=args.device,
+        split=args.split, imsize=args.imsize, scales=args.scales,
+        device=_checked_device(args.device),
         batch_size=args.batch_size, num_workers=args.workers, amp=args.precision == "bf16",
     )
     print(f"whitened model saved in {args.out} ({result.detail})")
@@ -329,45 +390,84 @@ def _cmd_index_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_index_retrain(args: argparse.Namespace) -> int:
+    from asymret.index import IvfPqOptions, TeacherIndex, retrain_index
+
+    given = {name: getattr(args, name) for name in _IVFPQ_OPTIONS
+             if getattr(args, name) is not None}
+    options = None
+    if given:
+        old = TeacherIndex.open(args.index).meta.get("ivfpq") or {}
+        kept = {name: old[name] for name in ("nprobe", "rerank") if name in old}
+        options = IvfPqOptions(**{**kept, **given})
+    report = retrain_index(args.index, options, recall_queries=args.recall_queries)
+    print(f"retrained the quantisers on all {report.index.count} vectors\n"
+          + _describe_index(report.index) + _describe_recall(report.recall))
+    return 0
+
+
 def _cmd_index_info(args: argparse.Namespace) -> int:
     from asymret.index import TeacherIndex
 
     index = TeacherIndex.open(args.index, verify=args.verify)
     if args.json:
-        print(json.dumps(index.meta))
+        print_json(index.meta)
     else:
         print(_describe_index(index) + _describe_recall(index.recall))
     return 0
 
 
-def _cmd_search(args: argparse.Namespace) -> int:
-    from asymret.index import TorchQueryModel, parse_box, search_index
+def _query_model(args: argparse.Namespace):
+    """The ``--model`` of search and serve: an ONNX file, or a torch network."""
+    from asymret.index import TorchQueryModel
 
     if str(args.model).endswith(".onnx"):
         from asymret.export import OnnxQueryModel
 
         if args.scales not in (None, [1.0]):
             raise AsymretError("--scales: an ONNX query model extracts at one scale")
-        model = OnnxQueryModel(args.model)
-    else:
-        model = TorchQueryModel.load(args.model, root=args.root, pretrained=args.pretrained,
-                                     scales=args.scales or [1.0], device=args.device)
+        return OnnxQueryModel(args.model)
+    return TorchQueryModel.load(args.model, root=args.root, pretrained=args.pretrained,
+                                scales=args.scales or [1.0], device=_checked_device(args.device))
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from asymret.index import parse_box, search_index
+
+    model = _query_model(args)
     results = search_index(
         args.index, model, args.queries, args.k, box=parse_box(args.box) if args.box else None,
         imsize=args.imsize, allow_unknown_teacher=args.allow_unknown_teacher,
         nprobe=args.nprobe, rerank=args.rerank,
     )
     if args.json:
-        print(json.dumps([
+        print_json([
             {"query": str(query), "results": [{"rank": rank, "path": hit.path, "score": hit.score}
                                               for rank, hit in enumerate(hits, start=1)]}
             for query, hits in zip(args.queries, results, strict=True)
-        ]))
+        ])
         return 0
     for query, hits in zip(args.queries, results, strict=True):
         print(f"{query}:")
         for rank, hit in enumerate(hits, start=1):
             print(f"{rank:4d}  {hit.score:.4f}  {hit.path}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from asymret.index import TeacherIndex
+    from asymret.serve import SearchPage, UploadLimits, example_queries, serve
+
+    examples = []
+    if args.examples or args.dataset:
+        examples = example_queries(args.examples, args.dataset, args.root)
+    limits = UploadLimits(max_bytes=round(args.max_upload_mb * 2**20),
+                          max_pixels=round(args.max_megapixels * 1e6))
+    page = SearchPage(TeacherIndex.open(args.index), _query_model(args), imsize=args.imsize,
+                      k=args.k, examples=examples, limits=limits,
+                      allow_unknown_teacher=args.allow_unknown_teacher, nprobe=args.nprobe,
+                      rerank=args.rerank)
+    serve(page, args.port)
     return 0
 
 
@@ -393,9 +493,25 @@ def _add_index_commands(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--pretrained", action="store_true",
                             help="a teacher given by name: offline ImageNet weights")
         parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-        parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-        parser.add_argument("--workers", type=int, default=0, help="image-decoding processes")
+        parser.add_argument("--batch-size", type=_positive_int, default=32,
+                            help="images per forward pass")
+        parser.add_argument("--workers", type=_count, default=0, help="image-decoding processes")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def add_ivfpq_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--nlist", type=int, help="ivfpq: inverted lists (default: "
+                            "4 sqrt(N) as a power of two)")
+        parser.add_argument("--reduce-dim", type=int, help="ivfpq: PCA dimensions before "
+                            "quantising (default: min(D, 256))")
+        parser.add_argument("--pq-m", type=int,
+                            help="ivfpq: 4-bit sub-quantisers (default: reduce-dim / 2)")
+        parser.add_argument("--nprobe", type=int, help="ivfpq: lists searched (default: 64)")
+        parser.add_argument("--rerank", type=int, help="ivfpq: candidates re-scored exactly "
+                            "from the stored vectors (default: 100; 0: approximate scores)")
+        parser.add_argument("--train-size", type=int, help="ivfpq: vectors the quantisers "
+                            "learn from (default: 39 nlist, at least 10000)")
+        parser.add_argument("--recall-queries", type=int, default=1000, help="ivfpq: sampled "
+                            "vectors the recall is measured with (default: 1000)")
 
     build = _add_command(
         index_commands, "build", _cmd_index_build,
@@ -409,7 +525,7 @@ def _add_index_commands(subparsers: argparse._SubParsersAction) -> None:
                        help="the indexing network: saved model folder, reference .pth, or name")
     build.add_argument("--out", required=True, help="the index folder to create")
     add_source(build)
-    build.add_argument("--imsize", type=int, default=1024,
+    build.add_argument("--imsize", type=_positive_int, default=1024,
                        help="longer image side the teacher sees (default: 1024)")
     build.add_argument("--scales", type=float, nargs="+", default=[1.0],
                        help="multi-scale extraction, e.g. 1 0.7071 0.5 (default: 1)")
@@ -417,20 +533,7 @@ def _add_index_commands(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--kind", choices=("exact", "ivfpq"), default="exact",
                        help="exact inner-product search (default) or IVF-PQ for large "
                        "collections (its recall@10 against exact is measured and printed)")
-    build.add_argument("--nlist", type=int, help="ivfpq: inverted lists (default: 4 sqrt(N) "
-                       "as a power of two)")
-    build.add_argument("--reduce-dim", type=int,
-                       help="ivfpq: PCA dimensions before quantising (default: min(D, 256))")
-    build.add_argument("--pq-m", type=int,
-                       help="ivfpq: 4-bit sub-quantisers (default: reduce-dim / 2)")
-    build.add_argument("--nprobe", type=int, help="ivfpq: lists searched (default: 64)")
-    build.add_argument("--rerank", type=int, help="ivfpq: candidates re-scored exactly from "
-                       "the stored vectors (default: 100; 0: approximate scores)")
-    build.add_argument("--train-size", type=int,
-                       help="ivfpq: vectors the quantisers learn from (default: 39 nlist, at "
-                       "least 10000)")
-    build.add_argument("--recall-queries", type=int, default=1000,
-                       help="ivfpq: sampled vectors the recall is measured with (default: 1000)")
+    add_ivfpq_options(build)
 
     add = _add_command(
         index_commands, "add", _cmd_index_add,
@@ -444,6 +547,16 @@ def _add_index_commands(subparsers: argparse._SubParsersAction) -> None:
                      "the index records; its weights must be the same)")
     add.add_argument("--recall-queries", type=int, default=0,
                      help="ivfpq: measure the recall again with this many sampled vectors")
+
+    retrain = _add_command(
+        index_commands, "retrain", _cmd_index_retrain,
+        "ivfpq: train the quantisers afresh on the whole collection after it has grown, from "
+        "the stored vectors (nothing is extracted again), and measure the recall",
+        "asymret index retrain runs/photos-index          # defaults for the new size\n"
+        "  asymret index retrain runs/photos-index --nlist 8192",
+    )
+    retrain.add_argument("index", help="the index folder")
+    add_ivfpq_options(retrain)
 
     info = _add_command(index_commands, "info", _cmd_index_info,
                         "describe an index: size, kind, teacher, preprocessing, recall",
@@ -461,11 +574,6 @@ def _add_index_commands(subparsers: argparse._SubParsersAction) -> None:
         "--box 40,30,380,410\n  asymret search --index runs/photos-index --model student.onnx "
         "q1.jpg q2.jpg --json",
     )
-    search.add_argument("--index", required=True, help="the index folder")
-    search.add_argument("--model", required=True,
-                        help="the query network: a student's saved folder (its teacher.json "
-                        "must name the index's teacher), an .onnx from `asymret export`, the "
-                        "index's teacher, a reference .pth or a name")
     search.add_argument("queries", nargs="+", metavar="QUERY", help="query image files")
     search.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
     search.add_argument("--json", action="store_true",
@@ -473,21 +581,53 @@ def _add_index_commands(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--box", metavar="x1,y1,x2,y2",
                         help="crop every query to this box in pixels (shrunk by its full "
                         "image's factor, as asymret reads a query)")
-    search.add_argument("--imsize", type=int,
+    _add_query_model_options(search)
+
+    serve = _add_command(
+        subparsers, "serve", _cmd_serve,
+        "serve a search page on 127.0.0.1: upload or pick a query image, see the index's top "
+        "results as a picture grid with scores and the query model's time",
+        "asymret serve --index runs/photos-index --model student.onnx --examples ~/queries\n"
+        "  asymret serve --index runs/synth-index --model runs/s/student --dataset synth",
+    )
+    serve.add_argument("--port", type=int, default=8000,
+                       help="port on 127.0.0.1 (default: 8000; 0: any free port)")
+    serve.add_argument("-k", type=int, default=10, help="results shown (default: 10)")
+    examples = serve.add_mutually_exclusive_group()
+    examples.add_argument("--examples", metavar="DIR",
+                          help="a folder of example queries the page offers to pick")
+    examples.add_argument("--dataset", help="offer a test set's queries (with their boxes) to "
+                          "pick: a set under the data root or a photo folder with images.csv")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0,
+                       help="largest upload accepted (default: 20)")
+    serve.add_argument("--max-megapixels", type=float, default=40.0,
+                       help="largest upload in millions of pixels, checked before decoding "
+                       "(default: 40)")
+    _add_query_model_options(serve)
+
+
+def _add_query_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options of search and serve: the index and the query model."""
+    parser.add_argument("--index", required=True, help="the index folder")
+    parser.add_argument("--model", required=True,
+                        help="the query network: a student's saved folder (its teacher.json "
+                        "must name the index's teacher), an .onnx from `asymret export`, the "
+                        "index's teacher, a reference .pth or a name")
+    parser.add_argument("--imsize", type=_positive_int,
                         help="longer side of the query images (default: the index's)")
-    search.add_argument("--scales", type=float, nargs="+",
+    parser.add_argument("--scales", type=float, nargs="+",
                         help="multi-scale query vectors, torch models only (default: 1)")
-    search.add_argument("--allow-unknown-teacher", action="store_true",
+    parser.add_argument("--allow-unknown-teacher", action="store_true",
                         help="search with a model that records no teacher (trained alone or "
                         "saved before teacher.json existed): its vectors may not match")
-    search.add_argument("--nprobe", type=int, help="ivfpq: lists searched (default: the "
+    parser.add_argument("--nprobe", type=int, help="ivfpq: lists searched (default: the "
                         "index's)")
-    search.add_argument("--rerank", type=int, help="ivfpq: candidates re-scored exactly "
+    parser.add_argument("--rerank", type=int, help="ivfpq: candidates re-scored exactly "
                         "(default: the index's)")
-    search.add_argument("--root", help="data root (networks given as networks/<file>.pth)")
-    search.add_argument("--pretrained", action="store_true",
+    parser.add_argument("--root", help="data root (networks given as networks/<file>.pth)")
+    parser.add_argument("--pretrained", action="store_true",
                         help="a network given by name: offline ImageNet weights")
-    search.add_argument("--device", default="cpu", help="where a torch model runs")
+    parser.add_argument("--device", default="cpu", help="where a torch model runs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -578,7 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
         "a155e54.pth --dataset roxford5k",
     )
     evaluate_models.add_argument("--teacher", help="database-side network for the asymmetric test")
-    evaluate_models.add_argument("--teacher-imsize", type=int,
+    evaluate_models.add_argument("--teacher-imsize", type=_positive_int,
                                  help="longer image side the teacher sees (default: --imsize)")
     evaluate_models.add_argument("--features", default="runs/features",
                                  help="feature-store cache (default: runs/features)")
@@ -608,14 +748,15 @@ def build_parser() -> argparse.ArgumentParser:
     whiten.add_argument("--split", default="val",
                         help="split of a training db with the pairs (default: val)")
     whiten.add_argument("--dim", type=int, help="keep this many whitened dimensions")
-    whiten.add_argument("--imsize", type=int, default=1024, help="longer image side")
+    whiten.add_argument("--imsize", type=_positive_int, default=1024, help="longer image side")
     whiten.add_argument("--scales", type=float, nargs="+", default=[1.0],
                         help="extraction scales (default: 1; the folded network equals "
                         "post-hoc whitening at a single scale)")
     whiten.add_argument("--root", help="data root")
     whiten.add_argument("--device", default="cpu")
-    whiten.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    whiten.add_argument("--workers", type=int, default=0, help="image-decoding processes")
+    whiten.add_argument("--batch-size", type=_positive_int, default=32,
+                        help="images per forward pass")
+    whiten.add_argument("--workers", type=_count, default=0, help="image-decoding processes")
     _add_precision_option(whiten)
     whiten.add_argument("--features", default="runs/features",
                         help="feature-store cache, shared with evaluate (default: runs/features)")
@@ -670,7 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--datasets", nargs="+", default=["roxford5k", "rparis6k"],
                            help="test sets (default: roxford5k rparis6k)")
     reproduce.add_argument("--root", help="data root of the test sets and the whitening db")
-    reproduce.add_argument("--imsize", type=int, default=1024, help="test image size")
+    reproduce.add_argument("--imsize", type=_positive_int, default=1024, help="test image size")
     reproduce.add_argument("--scales", type=float, nargs="+", default=[1.0, 1 / math.sqrt(2), 0.5],
                            help="test scales (default: 1 1/sqrt(2) 1/2, as published)")
     reproduce.add_argument("--whitening", default="retrieval-SfM-120k",
@@ -678,7 +819,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "retrieval-SfM-120k, as published)")
     reproduce.add_argument("--no-whitening", action="store_true", help="test without whitening")
     reproduce.add_argument("--device", default="cpu", help="device of the tests")
-    reproduce.add_argument("--batch-size", type=int, default=32, help="test images per batch")
+    reproduce.add_argument("--batch-size", type=_positive_int, default=32,
+                           help="test images per batch")
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars")
 
     models = _add_command(
@@ -698,10 +840,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``, taking ``section.key=value`` overrides wherever they stand among a
+    command's options (argparse fills a ``*`` positional once, from the first run of them)."""
+    args, extra = parser.parse_known_args(argv)
+    stray = [arg for arg in extra if arg.startswith("-") or "=" not in arg]
+    if extra and (stray or not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asymret`` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse_args(parser, argv)
     tune_cpu_allocator()
     try:
         return args.handler(args)

@@ -26,6 +26,7 @@ The index folder::
     images-<g>.json          {"ids": [...], "paths": [...]}, row by row
     vectors-<g>.npy          ivfpq only: the float16 vectors that add g contributed
     pending/                 while a build or add runs: the feature store it extracts into
+    .lock                    held by the one build or add that may run at a time
 
 Building and adding extract through the resumable feature store
 (:func:`~asymret.features.extract_to_store`, ``pending/``): a killed run, run again, resumes
@@ -34,7 +35,9 @@ new generation are written (temp + ``os.replace``) before ``index.json`` names t
 reader sees the old index or the new one, never a mixture. Unreadable images are skipped and
 reported; an ``add`` skips images already indexed (same id or path). An add to an ``ivfpq``
 index encodes the new vectors with the quantisers trained at build time; ask it to measure
-the recall again (``recall_queries``) after the collection has grown much.
+the recall again (``recall_queries``) after the collection has grown much, and retrain the
+quantisers on the whole collection from the stored vectors (:func:`retrain_index`, nothing
+extracted again) when it has dropped.
 
 Which queries fit: the index records its teacher's fingerprint
 (:func:`~asymret.features.model_fingerprint`). A query model exposes ``metadata`` with its own
@@ -74,7 +77,13 @@ from asymret.features import (
     multiscale_vectors,
     retrieval_net,
 )
-from asymret.files import read_versioned_json, write_text_atomic
+from asymret.files import (
+    exclusive_lock,
+    read_versioned_json,
+    reserve_space,
+    write_text_atomic,
+    writing,
+)
 from asymret.models.network import RetrievalNet, Teacher
 from asymret.teacher_record import TEACHER_RECORD_FILE, read_teacher_record
 
@@ -82,6 +91,7 @@ INDEX_FORMAT = "asymret-index"
 INDEX_VERSION = 1
 INDEX_META = "index.json"
 PENDING = "pending"
+WRITER_LOCK = ".lock"
 INDEX_KINDS = ("exact", "ivfpq")
 RECALL_K = 10
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
@@ -183,10 +193,12 @@ def _default_nlist(count: int) -> int:
 
 
 class Hit(NamedTuple):
-    """One search result: the image's path and its score (inner product with the query)."""
+    """One search result: the image's path, its score (inner product with the query) and its
+    row in the index."""
 
     path: str
     score: float
+    row: int
 
 
 class TeacherIndex:
@@ -360,6 +372,23 @@ class TeacherIndex:
             return np.where(rows >= 0, scores, -np.inf)[:, :k], rows[:, :k]
         return self._rerank(queries, rows, k)
 
+    def hits(
+        self, queries: np.ndarray, k: int = 10, *, nprobe: int | None = None,
+        rerank: int | None = None,
+    ) -> list[list[Hit]]:
+        """:meth:`search` as one list of :class:`Hit` per query, best first.
+
+        Raises:
+            AsymretError: the queries' dimension is not the index's.
+        """
+        if getattr(queries, "ndim", 0) == 2 and queries.shape[1] != self.dim:
+            raise AsymretError(f"the query model gives {queries.shape[1]}-D vectors, index "
+                               f"{self.path} holds {self.dim}-D vectors")
+        scores, rows = self.search(queries, k, nprobe=nprobe, rerank=rerank)
+        return [[Hit(self.paths[r], float(s), int(r))
+                 for s, r in zip(row_scores, row_ids, strict=True) if r >= 0]
+                for row_scores, row_ids in zip(scores, rows, strict=True)]
+
     def _rerank(self, queries: np.ndarray, rows: np.ndarray, k: int):
         scores = np.full(rows.shape, -np.inf, dtype=np.float32)
         found = rows >= 0
@@ -456,15 +485,14 @@ def _entry(path: Path) -> dict:
 
 
 def _replace_from_temporary(path: Path, write: Callable[[Path], None]) -> Path:
-    """``write(temporary)`` beside ``path``, fsync, then rename it over ``path``."""
+    """``write(temporary)`` beside ``path``, fsync, then rename it over ``path``; a full disk
+    becomes one line naming ``path`` (:func:`~asymret.files.writing`), no temporary left."""
     temporary = path.with_name(f".{path.name}.tmp")
-    try:
+    with writing(path, temporary):
         write(temporary)
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 
@@ -472,9 +500,12 @@ def _write_part(
     folder: Path, generation: int, blocks: Iterable[np.ndarray], count: int, dim: int
 ) -> Path:
     """Write ``vectors-<generation>.npy``: (count, dim) float16 rows from ``blocks``."""
+    path = folder / f"vectors-{generation:06d}.npy"
+
     def write(temporary: Path) -> None:
         array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float16,
                                           shape=(count, dim))
+        reserve_space(temporary, temporary.stat().st_size, named=path)  # no SIGBUS when full
         start = 0
         for block in blocks:
             array[start : start + len(block)] = block
@@ -482,7 +513,7 @@ def _write_part(
         array.flush()
         del array
 
-    return _replace_from_temporary(folder / f"vectors-{generation:06d}.npy", write)
+    return _replace_from_temporary(path, write)
 
 
 def _write_generation(
@@ -638,16 +669,22 @@ def build_index(
         raise AsymretError(f"{out}: {len(ids)} ids for {len(paths)} images")
     scales = check_scales(scales)
     images = ImageList(paths, imsize, skip_unreadable=True)
-    store = _extract_pending(out, teacher, images, ids, scales, amp, chunk_size, options)
-    rows, skipped = _readable_rows(store, paths)
-    index = create_index(
-        out, store.vectors, [str(ids[r]) for r in rows], [str(paths[r]) for r in rows],
-        rows=rows, teacher=teacher_meta(teacher, teacher_spec, pretrained),
-        preprocessing=extraction_meta(teacher, images, scales, amp=amp)["preprocessing"],
-        kind=kind, ivfpq=ivfpq, recall_queries=recall_queries,
-    )
-    shutil.rmtree(out / PENDING, ignore_errors=True)
+    with _writing_index(out):
+        store = _extract_pending(out, teacher, images, ids, scales, amp, chunk_size, options)
+        rows, skipped = _readable_rows(store, paths)
+        index = _create_index(
+            out, store.vectors, [str(ids[r]) for r in rows], [str(paths[r]) for r in rows],
+            rows=rows, teacher=teacher_meta(teacher, teacher_spec, pretrained),
+            preprocessing=extraction_meta(teacher, images, scales, amp=amp)["preprocessing"],
+            kind=kind, ivfpq=ivfpq, recall_queries=recall_queries,
+        )
+        shutil.rmtree(out / PENDING, ignore_errors=True)
     return IndexReport(index, len(rows), skipped, 0, index.recall)
+
+
+def _writing_index(folder: Path):
+    """The lock of the one build or add of ``folder`` that may run at a time."""
+    return exclusive_lock(folder / WRITER_LOCK, f"index {folder}")
 
 
 def _check_new_index(out: Path, kind: str, recall_queries: int) -> None:
@@ -688,6 +725,15 @@ def create_index(
         The opened index; for ivfpq its ``recall`` is measured (unless ``recall_queries=0``).
     """
     out = Path(out)
+    with _writing_index(out):
+        return _create_index(out, vectors, ids, paths, teacher=teacher,
+                             preprocessing=preprocessing, kind=kind, ivfpq=ivfpq,
+                             recall_queries=recall_queries, rows=rows)
+
+
+def _create_index(out: Path, vectors: np.ndarray, ids: Sequence[str], paths: Sequence[str], *,
+                  teacher: dict, preprocessing: dict, kind: str, ivfpq: IvfPqOptions | None,
+                  recall_queries: int, rows: np.ndarray | None) -> TeacherIndex:
     _check_new_index(out, kind, recall_queries)
     rows = np.arange(len(vectors)) if rows is None else np.asarray(rows, dtype=np.int64)
     count, dim = len(rows), int(vectors.shape[1])
@@ -715,10 +761,7 @@ def create_index(
     else:
         settings = (ivfpq or IvfPqOptions()).resolve(count, dim)
         _check_unit_norm(vectors, rows, out)
-        faiss_index = faiss.index_factory(dim, settings["factory"], faiss.METRIC_L2)
-        sample = np.sort(np.random.default_rng(0).choice(count, settings["train_size"],
-                                                          replace=False))
-        faiss_index.train(np.ascontiguousarray(vectors[rows[sample]], dtype=np.float32))
+        faiss_index = _trained_ivfpq(settings, dim, count, lambda sample: vectors[rows[sample]])
         part = _write_part(out, 1, added_blocks(), count, dim)
         meta["ivfpq"] = settings
     _write_generation(out, meta, faiss_index, list(map(str, ids)), list(map(str, paths)), part)
@@ -728,6 +771,61 @@ def create_index(
         index.meta["recall"] = measure_recall(index, recall_queries)
         write_text_atomic(out / INDEX_META, json.dumps(index.meta, indent=2) + "\n")
     return index
+
+
+def _trained_ivfpq(settings: dict, dim: int, count: int,
+                   sample_vectors: Callable[[np.ndarray], np.ndarray]):
+    """An empty IVF-PQ faiss index of ``settings``, trained on ``settings['train_size']``
+    rows sampled (seed 0, sorted) from ``count``; ``sample_vectors(rows)`` gives their
+    (n, dim) vectors."""
+    faiss = _faiss()
+    faiss_index = faiss.index_factory(dim, settings["factory"], faiss.METRIC_L2)
+    sample = np.sort(np.random.default_rng(0).choice(count, settings["train_size"],
+                                                      replace=False))
+    faiss_index.train(np.ascontiguousarray(sample_vectors(sample), dtype=np.float32))
+    return faiss_index
+
+
+def retrain_index(path: str | Path, ivfpq: IvfPqOptions | None = None, *,
+                  recall_queries: int = 1000) -> IndexReport:
+    """Train an IVF-PQ index's quantisers afresh on its whole collection and re-encode it.
+
+    Adds encode new vectors with the quantisers trained at build time; after the collection
+    has grown much, their lists and codes fit it worse (and the default ``nlist`` grows with
+    the collection). The stored vectors are re-used: nothing is extracted again. The ids,
+    paths and row order stay; a reader sees the old index or the new one.
+
+    Args:
+        path: the index folder (kind ``ivfpq``).
+        ivfpq: the settings (default: the defaults for the collection's new size, with the
+            index's ``nprobe`` and ``rerank``).
+        recall_queries: sampled vectors the new recall is measured with (0: not measured).
+
+    Raises:
+        AsymretError: an exact index, or bad settings.
+    """
+    path = Path(path)
+    with _writing_index(path):
+        index = TeacherIndex.open(path)
+        if index.kind != "ivfpq":
+            raise AsymretError(f"{path}: an exact index has no quantisers to retrain")
+        if recall_queries < 0:
+            raise AsymretError(f"recall_queries must be 0 or more, got {recall_queries}")
+        old = index.meta["ivfpq"]
+        settings = (ivfpq or IvfPqOptions(nprobe=old["nprobe"], rerank=old["rerank"])).resolve(
+            index.count, index.dim)
+        faiss_index = _trained_ivfpq(settings, index.dim, index.count, index.vectors)
+        for _, block in index.iter_vectors():
+            faiss_index.add(block)
+        meta = json.loads(json.dumps(index.meta))
+        meta.update(generation=meta["generation"] + 1, ivfpq=settings, recall=None)
+        _write_generation(path, meta, faiss_index, index.ids, index.paths, None)
+        index = TeacherIndex.open(path)
+        recall = None
+        if recall_queries:
+            recall = index.meta["recall"] = measure_recall(index, recall_queries)
+            write_text_atomic(path / INDEX_META, json.dumps(index.meta, indent=2) + "\n")
+    return IndexReport(index, 0, [], index.count, recall)
 
 
 def add_to_index(
@@ -758,6 +856,15 @@ def add_to_index(
             :func:`build_index`.
     """
     path = Path(path)
+    TeacherIndex.open(path)  # a clear error for a folder without an index, before locking it
+    with _writing_index(path):
+        return _add_to_index(path, ids, paths, teacher=teacher, root=root,
+                             recall_queries=recall_queries, chunk_size=chunk_size, **options)
+
+
+def _add_to_index(path: Path, ids: Sequence[str], paths: Sequence[str | Path], *,
+                  teacher: Network | None, root: str | Path | None, recall_queries: int,
+                  chunk_size: int, **options) -> IndexReport:
     index = TeacherIndex.open(path)
     if len(ids) != len(paths):
         raise AsymretError(f"{path}: {len(ids)} ids for {len(paths)} images")
@@ -1053,19 +1160,30 @@ def query_vectors(
         imsize: the longer side of the full image (``None``: as it is).
         box: one box ``[x1, y1, x2, y2]`` for every query, or one box (or ``None``) per query.
     """
+    return model_vectors(model, load_queries(queries, imsize=imsize, box=box))
+
+
+def load_queries(
+    queries: Sequence[str | Path], *, imsize: int | None,
+    box: Sequence[float] | Sequence[Sequence[float] | None] | None = None,
+) -> list[torch.Tensor]:
+    """Query images as (3, H, W) tensors in [0, 1], read as :func:`query_vectors` reads them."""
     if not queries:
         raise AsymretError("no query images given")
-    model = as_query_model(model)
     boxes = _boxes_for(box, len(queries))
-    images = [to_tensor(load_image(path, imsize, bbox)) for path, bbox in zip(queries, boxes,
-                                                                              strict=True)]
-    vectors = model(images)
+    return [to_tensor(load_image(path, imsize, bbox))
+            for path, bbox in zip(queries, boxes, strict=True)]
+
+
+def model_vectors(model: QueryModel, images: Sequence[torch.Tensor]) -> np.ndarray:
+    """(N, D) float32 vectors of N (3, H, W) images through a query model (checked shape)."""
+    vectors = as_query_model(model)(images)
     if isinstance(vectors, torch.Tensor):
         vectors = vectors.detach().cpu().float().numpy()
     vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[0] != len(queries):
+    if vectors.ndim != 2 or vectors.shape[0] != len(images):
         raise AsymretError(f"the query model returned shape {vectors.shape} for "
-                           f"{len(queries)} images; expected (N, D)")
+                           f"{len(images)} images; expected (N, D)")
     return vectors
 
 
@@ -1114,9 +1232,4 @@ def search_index(
         index = TeacherIndex.open(index)
     vectors = query_vectors(model, queries, imsize=index.imsize if imsize is None else imsize,
                             box=box)
-    if vectors.shape[1] != index.dim:
-        raise AsymretError(f"the query model gives {vectors.shape[1]}-D vectors, index "
-                           f"{index.path} holds {index.dim}-D vectors")
-    scores, rows = index.search(vectors, k, nprobe=nprobe, rerank=rerank)
-    return [[Hit(index.paths[r], float(s)) for s, r in zip(row_scores, row_ids, strict=True)
-             if r >= 0] for row_scores, row_ids in zip(scores, rows, strict=True)]
+    return index.hits(vectors, k, nprobe=nprobe, rerank=rerank)

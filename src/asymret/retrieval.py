@@ -48,7 +48,7 @@ from asymret.whitening import (
     save_whitening,
 )
 
-_EXTRACTION_OPTIONS = ("device", "batch_size", "num_workers", "amp", "progress")
+_EXTRACTION_OPTIONS = ("device", "batch_size", "num_workers", "amp", "progress", "verify")
 
 
 # --- Whitening ---------------------------------------------------------------------------
@@ -126,6 +126,7 @@ def network_whitening(
     num_workers: int = 0,
     amp: bool = False,
     progress: bool = True,
+    verify: bool | str = "sample",
 ) -> NetworkWhitening:
     """The whitening of ``net``'s vectors: stored in its reference checkpoint, else learned.
 
@@ -142,8 +143,8 @@ def network_whitening(
         features_dir: cache of feature stores.
         root: data root.
         split: the split of a training db source.
-        imsize, scales, device, batch_size, num_workers, amp, progress: as the test's
-            extraction (:func:`evaluate_networks`).
+        imsize, scales, device, batch_size, num_workers, amp, progress, verify: as the
+            test's extraction (:func:`evaluate_networks`).
 
     Raises:
         AsymretError: no such source, a malformed db, too few or degenerate pairs, or a
@@ -159,7 +160,7 @@ def network_whitening(
     if len(db.query_indices) == 0:
         raise AsymretError(f"whitening db '{source}' ({label}) has no matching pairs")
     bank = TeacherBank(features_dir, net, device=device, batch_size=batch_size,
-                       num_workers=num_workers, amp=amp, progress=progress)
+                       num_workers=num_workers, amp=amp, progress=progress, verify=verify)
     store = bank.image_vectors(label, ImageList(db.paths, imsize), db.cids, scales)
     whitening = learn_whitening(store.vectors, db.query_indices, db.positive_indices)
     return NetworkWhitening(whitening, source, "learned",
@@ -251,8 +252,10 @@ def evaluate_networks(
         teacher_imsize: the longer image side the teacher sees (its database, its queries in
             the teacher setting, its whitening images); ``None``: ``imsize``.
         with_distractors: add the R1M distractors (under ``distractors_root``) to the database.
-        **extract_options: ``device``, ``batch_size``, ``num_workers``, ``amp``, ``progress``;
-            the whitening images are extracted with the same ones.
+        **extract_options: ``device``, ``batch_size``, ``num_workers``, ``amp``, ``progress``,
+            ``verify`` (how much of each reused store to check,
+            :data:`~asymret.features.store.VERIFY_LEVELS`); the whitening images are extracted
+            with the same ones.
     """
     unknown = set(extract_options) - set(_EXTRACTION_OPTIONS)
     if unknown:

@@ -1,4 +1,7 @@
-"""Process-level settings that make CPU training and extraction fast.
+"""Process-level settings that make CPU training and extraction fast, and the device check.
+
+:func:`check_device` refuses a device name torch does not know or a GPU this machine lacks
+before any work starts.
 
 Two measured effects on x86 CPUs (``benchmarks/train_throughput.py``, docs/benchmarks.md):
 
@@ -18,6 +21,8 @@ import ctypes.util
 import functools
 from typing import TYPE_CHECKING
 
+from asymret.errors import AsymretError
+
 if TYPE_CHECKING:
     import torch
 
@@ -25,6 +30,36 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 1 << 30
 TRIM_THRESHOLD_BYTES = (1 << 31) - 1
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+"""Kinds of device a run or an extraction may name (``cuda:1`` names one GPU)."""
+
+
+def check_device(name: str) -> torch.device:
+    """The device ``name`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``), present on this machine.
+
+    Raises:
+        AsymretError: a name torch does not parse, another kind of device, or a GPU that is
+            not there (no CUDA/MPS, or a CUDA index beyond the GPUs found).
+    """
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise AsymretError(f"unknown device {name!r}; use cpu, cuda, cuda:<index> or mps")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise AsymretError("CUDA is not available here (no GPU or driver found); use cpu")
+        if device.index is not None and device.index >= count:
+            raise AsymretError(f"this machine has {count} CUDA device(s), 0..{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise AsymretError("MPS is not available here; use cpu")
+    return device
 
 
 def prefers_channels_last(device: torch.device) -> bool:

@@ -112,7 +112,8 @@ def load_whitening_pairs(source: str | Path, root: str | Path | None = None,
     ``source`` is, in the order tried:
 
     1. a photo folder with ``images.csv``: its training rows' pairs (label
-       ``<folder>-train``);
+       :meth:`~asymret.data.folder.PhotoFolder.training_name`, which changes with the
+       folder's path and images);
     2. a ``*-whiten.pkl`` file: that whitening db (label: the file's stem);
     3. a whitening db name, e.g. ``retrieval-SfM-120k`` or ``retrieval-SfM-30k``:
        ``<name>-whiten.pkl`` under the data root (label ``<name>-whiten``; see
@@ -139,7 +140,8 @@ def load_whitening_pairs(source: str | Path, root: str | Path | None = None,
 
     path = Path(source)
     if (path / CSV_NAME).is_file():
-        return f"{path.resolve().name}-train", PhotoFolder.load(path).training_db()
+        photos = PhotoFolder.load(path)
+        return photos.training_name(), photos.training_db()
     if path.suffix == ".pkl" and path.is_file():
         return path.stem, read_whitening_db(path)
     name = str(source)

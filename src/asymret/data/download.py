@@ -29,25 +29,37 @@ Public API:
 
 Behaviour:
 
-- A file is streamed into ``<dest>.part`` and renamed to ``dest`` only once it is complete
-  and its size (``Content-Length``, or the known size) and SHA-256 (where known) match. An
-  interrupted download keeps the ``.part`` file and the next call resumes it with an HTTP
-  ``Range`` request; a server that ignores ``Range`` makes it restart cleanly from zero.
-  A checksum mismatch deletes the ``.part`` file.
+- A file is streamed into ``<dest>.part`` and renamed to ``dest`` only once it is complete,
+  its size (``Content-Length``, or the known size) and SHA-256 (where known) match, and its
+  content is of the kind expected (:data:`FORMATS`: a pickle that the restricted unpickler
+  loads, a ground truth that :func:`~asymret.data.revisitop.load_gnd` accepts, a tar archive
+  whose first member reads, a torch checkpoint, UTF-8 text). An interrupted download keeps
+  the ``.part`` file and the next call resumes it with an HTTP ``Range`` request; a server
+  that ignores ``Range`` makes it restart cleanly from zero. A checksum, size or format
+  failure deletes the ``.part`` file.
+- An HTML page is never a file we asked for: an answer with ``Content-Type: text/html`` is
+  refused before anything is written (a captive portal or an error page sent with status
+  200), and so is content that starts like an HTML document.
+- A file already in place counts as done only while it still passes its format check; one
+  that does not (garbage kept by an older version) is deleted and fetched again.
 - An archive is downloaded, extracted into a staging folder beside the target with tarfile's
   ``"data"`` filter (no member may leave the folder, no device files), moved into place,
   deleted, and recorded by a marker file under ``<dataset>/.extracted/``.
 - Work already done is skipped: finished files and extracted archives are not fetched again,
   and the image archives are skipped altogether when every image that the annotation file
   lists is already on disk (e.g. copied from an existing cnnimageretrieval-pytorch tree).
+  When images are still missing after the archives were extracted, their markers are
+  removed, so that nothing failed counts as done.
 - Network and HTTP failures raise :class:`~asymret.errors.AsymretError` with one line that
   names the URL and the reason.
 - ``mirror`` replaces the scheme and host of every official address by another base URL
   and keeps the path, so one mirror serves the files of all three official hosts (e.g.
   ``http://cmp.felk.cvut.cz/revisitop/data/...`` → ``<mirror>/revisitop/data/...``).
 
-SHA-256 sums and sizes are left ``None`` in the table where they are not published; the
-``Content-Length`` check then still catches a truncated transfer.
+SHA-256 sums and sizes are recorded where we know them: the revisited ground-truth files
+(measured on copies of the official files). They are left ``None`` where they are not
+published (the image archives, the SfM-120k dbs, the networks); the ``Content-Length``
+check then still catches a truncated transfer, and the format check garbage.
 """
 
 from __future__ import annotations
@@ -72,6 +84,7 @@ from asymret.data.revisitop import load_gnd
 from asymret.data.root import resolve_data_root
 from asymret.data.sfm120k import SPLITS, TrainingDb, cid_to_relative_path
 from asymret.errors import AsymretError
+from asymret.safe_pickle import load_pickle
 
 OXFORD_VGG_DATA = "https://www.robots.ox.ac.uk/~vgg/data"
 REVISITOP_DATA = "http://cmp.felk.cvut.cz/revisitop/data"
@@ -85,6 +98,11 @@ USER_AGENT = "asymret-download"
 EXTRACTED_MARKERS = ".extracted"
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)")
+_HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body")
+# A torch checkpoint: a zip archive (torch >= 1.6), or the legacy format, a pickle that starts
+# with the magic number 0x1950a86a20f9469cfc6c (protocol 2: PROTO 2, LONG1 of 10 bytes).
+_TORCH_LEGACY_START = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+_ZIP_START = b"PK\x03\x04"
 
 
 @dataclass(frozen=True)
@@ -95,11 +113,13 @@ class RemoteFile:
         url: Official address.
         sha256: Expected SHA-256 hex digest, or None where it is not known.
         size: Expected size in bytes, or None where it is not known.
+        kind: What the content must be, a key of :data:`FORMATS`.
     """
 
     url: str
     sha256: str | None = None
     size: int | None = None
+    kind: str = "pickle"
 
     @property
     def filename(self) -> str:
@@ -118,6 +138,7 @@ class RemoteArchive(RemoteFile):
 
     into: str = "jpg"
     flatten: bool = False
+    kind: str = "tar"
 
 
 @dataclass(frozen=True)
@@ -178,7 +199,14 @@ DATASETS: dict[str, DownloadSpec] = {
             name="roxford5k",
             folder="roxford5k",
             description="Revisited Oxford: 4,993 database images, 70 queries",
-            files=(RemoteFile(f"{REVISITOP_DATA}/datasets/roxford5k/gnd_roxford5k.pkl"),),
+            files=(
+                RemoteFile(
+                    f"{REVISITOP_DATA}/datasets/roxford5k/gnd_roxford5k.pkl",
+                    sha256="ba7967754bd2d7d2210a5799f9c45ad5835e269a80ef9d3eba44caa35816c471",
+                    size=149_871,
+                    kind="gnd",
+                ),
+            ),
             archives=(
                 RemoteArchive(f"{OXFORD_VGG_DATA}/oxbuildings/oxbuild_images-v1.tgz", flatten=True),
             ),
@@ -188,7 +216,14 @@ DATASETS: dict[str, DownloadSpec] = {
             name="rparis6k",
             folder="rparis6k",
             description="Revisited Paris: 6,322 database images, 70 queries",
-            files=(RemoteFile(f"{REVISITOP_DATA}/datasets/rparis6k/gnd_rparis6k.pkl"),),
+            files=(
+                RemoteFile(
+                    f"{REVISITOP_DATA}/datasets/rparis6k/gnd_rparis6k.pkl",
+                    sha256="d2e729a5293dda7dda8a15c8383424a42e4964a2c4cfea2f32fa85d11d2df499",
+                    size=276_508,
+                    kind="gnd",
+                ),
+            ),
             archives=tuple(
                 RemoteArchive(f"{OXFORD_VGG_DATA}/parisbuildings/{part}", flatten=True)
                 for part in ("paris_1-v1.tgz", "paris_2-v1.tgz")
@@ -199,7 +234,7 @@ DATASETS: dict[str, DownloadSpec] = {
             name="revisitop1m",
             folder="revisitop1m",
             description="R1M distractors: 1,001,001 images in 100 archives",
-            files=(RemoteFile(f"{REVISITOP1M_DATA}/revisitop1m.txt"),),
+            files=(RemoteFile(f"{REVISITOP1M_DATA}/revisitop1m.txt", kind="text"),),
             archives=tuple(
                 RemoteArchive(f"{REVISITOP1M_DATA}/jpg/revisitop1m.{part}.tar.gz")
                 for part in range(1, REVISITOP1M_PARTS + 1)
@@ -242,7 +277,7 @@ NETWORKS: dict[str, DownloadSpec] = {
         name=name,
         folder="networks",
         description=f"reference teacher network {name} (cnnimageretrieval-pytorch)",
-        files=(RemoteFile(f"{CNNIMAGERETRIEVAL_DATA}/networks/{path}"),),
+        files=(RemoteFile(f"{CNNIMAGERETRIEVAL_DATA}/networks/{path}", kind="torch"),),
         returns=path.rsplit("/", 1)[-1],
     )
     for name, path in _REFERENCE_NETWORKS.items()
@@ -308,6 +343,7 @@ def download(
             size=remote.size,
             sha256=remote.sha256,
             progress=progress,
+            kind=remote.kind,
         )
     images_present = spec.expected_images is not None and (
         next(_missing_images(spec, folder), None) is None
@@ -315,7 +351,12 @@ def download(
     if not images_present:
         for archive in spec.archives:
             _fetch_and_extract(archive, folder, mirror, progress)
-        _check_images(spec, folder)
+        try:
+            _check_images(spec, folder)
+        except AsymretError:
+            for archive in spec.archives:  # nothing that failed counts as done
+                (folder / EXTRACTED_MARKERS / archive.filename).unlink(missing_ok=True)
+            raise
     return folder / spec.returns if spec.returns else folder
 
 
@@ -334,7 +375,8 @@ def _check_images(spec: DownloadSpec, folder: Path) -> None:
     if missing:
         raise AsymretError(
             f"{folder}: {len(missing)} listed images are missing after the download "
-            f"(first: {missing[0]}); the archives did not hold them"
+            f"(first: {missing[0]}); the archives did not hold them (they will be fetched "
+            "again next time)"
         )
 
 
@@ -348,7 +390,8 @@ def _fetch_and_extract(
         return
     url = apply_mirror(archive.url, mirror)
     path = download_file(
-        url, folder / archive.filename, size=archive.size, sha256=archive.sha256, progress=progress
+        url, folder / archive.filename, size=archive.size, sha256=archive.sha256,
+        progress=progress, kind=archive.kind,
     )
     extract_archive(path, folder / archive.into, flatten=archive.flatten, progress=progress)
     marker.parent.mkdir(exist_ok=True)
@@ -362,10 +405,12 @@ def download_file(
     size: int | None = None,
     sha256: str | None = None,
     progress: bool = True,
+    kind: str | None = None,
 ) -> Path:
     """Stream ``url`` into ``dest``, resuming ``<dest>.part`` and renaming only when verified.
 
-    An existing ``dest`` counts as done and is returned without a request.
+    An existing ``dest`` counts as done and is returned without a request, unless it fails
+    the ``kind`` check: it is then deleted and fetched again.
 
     Args:
         url: http(s) address.
@@ -373,18 +418,24 @@ def download_file(
         size: Expected size in bytes, or None to trust ``Content-Length``.
         sha256: Expected SHA-256 hex digest, or None to skip the check.
         progress: Show a tqdm progress bar on stderr.
+        kind: What the content must be, a key of :data:`FORMATS`; None: any bytes (an HTML
+            page is refused all the same).
 
     Returns:
         ``dest`` as a Path.
 
     Raises:
-        AsymretError: unreachable host or HTTP error, transfer cut short (the ``.part`` file
-            is kept for the next call to resume), size mismatch, or checksum mismatch (the
-            ``.part`` file is deleted).
+        AsymretError: unreachable host or HTTP error, an HTML page, transfer cut short (the
+            ``.part`` file is kept for the next call to resume), size mismatch, checksum
+            mismatch or content of the wrong kind (the ``.part`` file is deleted).
     """
     dest = Path(dest)
+    if kind is not None and kind not in FORMATS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(FORMATS)}")
     if dest.is_file():
-        return dest
+        if _format_problem(dest, kind) is None:
+            return dest
+        dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     if size is not None and part.is_file() and part.stat().st_size > size:
@@ -392,6 +443,11 @@ def download_file(
     if size is None or not part.is_file() or part.stat().st_size < size:
         _fetch_into_part(url, part, size, progress)
     _verify_part(url, part, size, sha256)
+    problem = _format_problem(part, kind)
+    if problem is not None:
+        part.unlink()
+        raise AsymretError(f"download of {url} is not {problem}; deleted it (a wrong address "
+                           "or mirror?)")
     os.replace(part, dest)
     return dest
 
@@ -440,6 +496,13 @@ def _fetch_into_part(url: str, part: Path, size: int | None, progress: bool) -> 
         offset = 0
         response = _open(url, offset)
     with response:
+        content_type = response.headers.get("Content-Type", "")
+        if content_type.split(";")[0].strip().lower() == "text/html":
+            raise AsymretError(
+                f"cannot download {url}: the server sent an HTML page (status "
+                f"{response.status}, Content-Type {content_type}) instead of the file; check "
+                "the address or mirror"
+            )
         start, total = _response_span(url, response, offset)
         if size is not None and total is not None and total != size:
             raise AsymretError(
@@ -529,6 +592,75 @@ def _verify_part(url: str, part: Path, size: int | None, sha256: str | None) -> 
             f"download of {url} failed the SHA-256 check (expected {sha256}, got "
             f"{digest.hexdigest()}); deleted it, run again"
         )
+
+
+def _tar_problem(path: Path) -> str | None:
+    """A tar archive (any compression) whose first member header reads; the members are read
+    in full by the extraction that follows."""
+    try:
+        with tarfile.open(path) as tar:
+            if tar.next() is None:
+                return "a tar archive (it holds no member)"
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        return f"a tar archive ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _pickle_problem(path: Path) -> str | None:
+    """A pickle that the restricted unpickler loads."""
+    try:
+        load_pickle(path)
+    except AsymretError as exc:
+        return f"a pickle of plain data ({exc})"
+    return None
+
+
+def _gnd_problem(path: Path) -> str | None:
+    """A revisited ground truth that :func:`~asymret.data.revisitop.load_gnd` accepts."""
+    try:
+        load_gnd(path)
+    except AsymretError as exc:
+        return f"a revisited ground-truth pickle ({exc})"
+    return None
+
+
+def _torch_problem(path: Path) -> str | None:
+    """A torch checkpoint: a zip archive or the legacy format (magic number first)."""
+    with open(path, "rb") as handle:
+        start = handle.read(len(_TORCH_LEGACY_START))
+    if start.startswith(_ZIP_START) or start == _TORCH_LEGACY_START:
+        return None
+    return "a torch checkpoint (neither a zip archive nor the legacy format)"
+
+
+def _text_problem(path: Path) -> str | None:
+    """UTF-8 text."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            while handle.read(CHUNK_BYTES):
+                pass
+    except UnicodeDecodeError as exc:
+        return f"UTF-8 text ({exc})"
+    return None
+
+
+FORMATS: dict[str, Callable[[Path], str | None]] = {
+    "pickle": _pickle_problem,
+    "gnd": _gnd_problem,
+    "tar": _tar_problem,
+    "torch": _torch_problem,
+    "text": _text_problem,
+}
+"""Kind of content → its check: given a file, None, or what the file is not."""
+
+
+def _format_problem(path: Path, kind: str | None) -> str | None:
+    """What ``path`` should be and is not (an HTML page, or not of ``kind``), or None."""
+    with open(path, "rb") as handle:
+        start = handle.read(512).lstrip().lower()
+    if start.startswith(_HTML_STARTS):
+        return "the file but an HTML page"
+    return None if kind is None else FORMATS[kind](path)
 
 
 def _refuse_unsafe_member(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo | None:

@@ -25,6 +25,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
+import math
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,13 +78,21 @@ class PhotoFolder:
         csv_path = directory / CSV_NAME
         if not csv_path.is_file():
             raise AsymretError(f"{csv_path}: not found; a photo folder needs an {CSV_NAME}")
-        with open(csv_path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            if not {"path", "instance"} <= set(columns):
-                raise AsymretError(f"{csv_path}: header must name 'path' and 'instance' columns")
-            folder = cls(directory, [])
-            seen: set[str] = set()
+        try:
+            text = csv_path.read_bytes().decode("utf-8-sig")  # a spreadsheet's BOM is fine
+        except UnicodeDecodeError as exc:
+            line = csv_path.read_bytes()[: exc.start].count(b"\n") + 1
+            raise AsymretError(
+                f"{csv_path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                f"offset {exc.start}); save the CSV as UTF-8"
+            ) from None
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        columns = [c.strip() for c in reader.fieldnames or []]
+        if not {"path", "instance"} <= set(columns):
+            raise AsymretError(f"{csv_path}: header must name 'path' and 'instance' columns")
+        folder = cls(directory, [])
+        seen: set[str] = set()
+        try:
             for line_number, raw in enumerate(reader, start=2):
                 row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
                 try:
@@ -95,6 +107,8 @@ class PhotoFolder:
                     continue
                 seen.add(parsed.path)
                 folder.rows.append(parsed)
+        except csv.Error as exc:
+            raise AsymretError(f"{csv_path}:{reader.line_num}: malformed CSV ({exc})") from None
         return folder
 
     def image_path(self, row: PhotoRow) -> Path:
@@ -142,15 +156,23 @@ class PhotoFolder:
 
     def training_name(self) -> str:
         """A name for the training rows' stored vectors (a teacher bank's collection):
-        ``<folder name>-<8 hex digits>``, the digits a digest of the folder's absolute path and
-        of its training rows (path and instance). Stable while neither changes, with no path
-        separator; two folders of the same name, or one folder after its training rows were
-        edited, get different names, so their vectors are never mixed."""
+        ``<folder name>-<8 hex digits>`` (:meth:`collection_name` of the training rows)."""
+        return self.collection_name(("train",))
+
+    def collection_name(self, roles: Sequence[str]) -> str:
+        """A name for the stored vectors of the rows with ``roles`` (a bank's collection):
+        ``<folder name>-<8 hex digits>``, the digits a digest of the folder's resolved path
+        and, per row, its path, instance, role and box, and its image's resolved path, size
+        in bytes and modification time. Stable while none of them changes, with no path
+        separator; two folders of the same name, a folder whose rows were edited, or one with
+        an image rewritten, replaced or re-linked get different names, so their vectors are
+        never mixed (a missing image counts as such, and fails when it is read)."""
         directory = self.directory.expanduser().resolve()
         digest = hashlib.sha256(str(directory).encode())
         for row in self.rows:
-            if row.role == "train":
-                digest.update(f"\n{row.path}\t{row.instance}".encode())
+            if row.role in roles:
+                digest.update(f"\n{row.path}\t{row.instance}\t{row.role}\t{row.bbox}\t"
+                              f"{_file_stamp(self.image_path(row))}".encode())
         return f"{directory.name or 'photos'}-{digest.hexdigest()[:8]}"
 
     def test_set(self) -> RevisitopDataset:
@@ -174,6 +196,7 @@ class PhotoFolder:
             qimlist=[r.path for r in queries],
             gnd=gnd,
             suffix="",
+            collection=self.collection_name(("query", "database")),
         )
 
     def summary(self) -> str:
@@ -186,10 +209,22 @@ class PhotoFolder:
         )
 
 
+def _file_stamp(path: Path) -> str:
+    """``<resolved path>:<size>:<mtime in ns>`` of an image file, or ``<path>:missing``."""
+    try:
+        resolved = os.path.realpath(path)
+        stat = os.stat(resolved)
+    except OSError:
+        return f"{path}:missing"
+    return f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def _parse_row(row: dict[str, str]) -> PhotoRow:
     path, instance = row.get("path", ""), row.get("instance", "")
     if not path:
         raise ValueError("empty path")
+    if any(ord(character) < 32 for character in path):
+        raise ValueError(f"{path!r} holds a control character")
     if not instance:
         raise ValueError(f"'{path}' has no instance")
     role = row.get("role", "") or "train"
@@ -202,6 +237,8 @@ def _parse_row(row: dict[str, str]) -> PhotoRow:
             x1, y1, x2, y2 = (float(v) for v in box_values)
         except ValueError:
             raise ValueError(f"'{path}' has an incomplete or non-numeric box") from None
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            raise ValueError(f"'{path}' has a box with a non-finite number {box_values}")
         if not (0 <= x1 < x2 and 0 <= y1 < y2):
             raise ValueError(f"'{path}' has an empty or negative box {box_values}")
         if role != "query":

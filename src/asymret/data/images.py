@@ -13,13 +13,29 @@ the image is to shrink at least that much, then resamples to exactly the size a 
 gives. Sizes are unchanged; pixel values differ slightly (``benchmarks/decode.py``), so a
 feature store records it (:func:`asymret.features.extraction_meta`).
 
-Errors name the file and the problem (missing, unreadable, corrupt), so a bad image among
-100,000 can be found and fixed.
+Errors name the file and the problem (missing, unreadable, corrupt, too many pixels), so a
+bad image among 100,000 can be found and fixed.
+
+Odd inputs, and what they become:
+
+- 16-bit images (PNG ``I;16``, and Pillow's 32-bit ``I`` mode, read as 16-bit values) are
+  scaled to 8 bits, ``round(v · 255 / 65535)``; Pillow's own ``convert("RGB")`` clips them
+  to 255, all white. Float images (``F``) are refused: their range is not known.
+- An image of more than :func:`max_image_pixels` pixels (default 100 million; the
+  environment variable ``ASYMRET_MAX_IMAGE_PIXELS`` sets it, 0 for Pillow's own limit only)
+  is refused from its header, before it is decoded: a 13,000² PNG would take 1.5 GB.
+- A query box reaching outside its image is clipped to the image, with a warning naming the
+  file (:class:`BoxClippedWarning`); one wholly outside is refused. The revisited protocol's
+  query is the image content inside the box: what lies beyond the image is no part of it,
+  and the official boxes all lie inside their images. The reference code crops with PIL,
+  which pads the outside black, and the features would then describe the padding.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,20 +54,84 @@ DRAFT_SCALES = (8, 4, 2)
 """The reductions a JPEG decoder can apply while decoding (DCT scaling), largest first."""
 
 
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+"""Most pixels an image may have unless ``ASYMRET_MAX_IMAGE_PIXELS`` says otherwise."""
+
+MAX_PIXELS_VARIABLE = "ASYMRET_MAX_IMAGE_PIXELS"
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 class ImageReadError(AsymretError):
     """An image file is missing, unreadable or corrupt; the message names it."""
 
 
+class BoxClippedWarning(UserWarning):
+    """A crop box reached outside its image and was clipped to it; the message names the file."""
+
+
+def max_image_pixels() -> int | None:
+    """The pixel limit: ``$ASYMRET_MAX_IMAGE_PIXELS`` if set (0: none of ours, Pillow's
+    decompression-bomb error still applies), else :data:`DEFAULT_MAX_IMAGE_PIXELS`.
+
+    Raises:
+        AsymretError: the variable is not a whole number of 0 or more.
+    """
+    text = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise AsymretError(f"{MAX_PIXELS_VARIABLE}={text!r}: expected a whole number of pixels "
+                           "(0 for no limit)")
+    return limit or None
+
+
 @contextmanager
 def open_image(path: Path, action: str) -> Iterator[Image.Image]:
-    """``Image.open`` whose failures become ImageReadError naming the file and ``action``."""
+    """``Image.open`` whose failures become ImageReadError naming the file and ``action``;
+    an image over :func:`max_image_pixels` is refused from its header."""
+    limit = max_image_pixels()
     try:
-        with Image.open(path) as handle:
+        with warnings.catch_warnings():
+            # Our own limit replaces Pillow's warning (its hard error above twice its limit
+            # stays).
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as handle:
+            width, height = handle.size
+            if limit is not None and width * height > limit:
+                raise ImageReadError(
+                    f"{path}: {width}x{height} = {width * height:,} pixels, over the limit of "
+                    f"{limit:,}; shrink the image or raise {MAX_PIXELS_VARIABLE}"
+                )
             yield handle
+    except ImageReadError:
+        raise
     except FileNotFoundError:
         raise ImageReadError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageReadError(f"{path}: cannot {action} ({exc})") from None
+
+
+def to_rgb(image: Image.Image, path: Path) -> Image.Image:
+    """A decoded image as 8-bit RGB: 16-bit grey (``I;16*``, ``I``) scaled by 255/65535
+    with rounding, every other mode by Pillow's ``convert``.
+
+    Raises:
+        ImageReadError: naming ``path``, for a float (``F``) image.
+    """
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+        grey = ((values * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if image.mode == "F":
+        raise ImageReadError(f"{path}: 32-bit float image, whose range is unknown; save it "
+                             "with 8 or 16 bits per channel")
+    return image.convert("RGB")
 
 
 def crop_imsize(imsize: int, crop_size: Sequence[int], image_size: Sequence[int]) -> int:
@@ -95,17 +175,40 @@ def thumbnail_size(width: int, height: int, imsize: int | None) -> tuple[int, in
     return imsize, max(new_height, 1)
 
 
-def crop_pixels(path: str | Path, bbox: Sequence[float]) -> tuple[int, int, int, int]:
-    """The whole-pixel box ``(x1, y1, x2, y2)`` PIL's ``crop`` makes of ``bbox`` (it rounds).
+def crop_pixels(
+    path: str | Path, bbox: Sequence[float], image_size: Sequence[int] | None = None
+) -> tuple[int, int, int, int]:
+    """The whole-pixel box ``(x1, y1, x2, y2)`` PIL's ``crop`` makes of ``bbox`` (it rounds),
+    clipped to an image of ``image_size`` ``(width, height)`` when given: a box reaching
+    outside it warns (:class:`BoxClippedWarning`, naming the file, once per box and process).
 
     Raises:
-        ImageReadError: naming ``path``, when the box is empty or rounds to no whole pixel.
+        ImageReadError: naming ``path``, when the box is not finite, is empty, rounds to no
+            whole pixel, or lies wholly outside the image.
     """
     x1, y1, x2, y2 = (float(v) for v in bbox)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise ImageReadError(f"{path}: crop box {list(bbox)} holds a non-finite number")
     box = (round(x1), round(y1), round(x2), round(y2))
     if not (x2 > x1 and y2 > y1) or box[2] <= box[0] or box[3] <= box[1]:
         raise ImageReadError(f"{path}: empty crop box {list(bbox)}")
-    return box
+    if image_size is None:
+        return box
+    width, height = image_size
+    clipped = (max(box[0], 0), max(box[1], 0), min(box[2], width), min(box[3], height))
+    if clipped == box:
+        return box
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        raise ImageReadError(
+            f"{path}: crop box {list(bbox)} lies outside the {width}x{height} image"
+        )
+    warnings.warn(
+        f"{path}: crop box {list(bbox)} reaches outside the {width}x{height} image; clipped "
+        f"to {list(clipped)} (check the box with `asymret data check`)",
+        BoxClippedWarning,
+        stacklevel=1,
+    )
+    return clipped
 
 
 def loaded_size(
@@ -119,11 +222,11 @@ def loaded_size(
     by its full image's factor (:func:`crop_imsize`).
 
     Raises:
-        ImageReadError: naming ``path``, when the box is empty.
+        ImageReadError: naming ``path``, when the box is empty or outside the image.
     """
     width, height = image_size
     if bbox is not None:
-        x1, y1, x2, y2 = crop_pixels(path, bbox)
+        x1, y1, x2, y2 = crop_pixels(path, bbox, image_size)
         width, height = x2 - x1, y2 - y1
         if imsize is not None:
             imsize = crop_imsize(imsize, (width, height), image_size)
@@ -136,8 +239,8 @@ def draft_scale(
     """The JPEG decoder's reduction for loading an image of ``image_size`` to ``imsize``: the
     largest of 8, 4, 2 that is at most ``max(image_size) / imsize``, else 1 (no draft).
 
-    A crop (``box``, whole pixels) shrinks by its full image's factor, so the same reduction
-    applies; a box reaching outside the image (which a crop pads with black) is decoded in
+    A crop (``box``, whole pixels, before clipping) shrinks by its full image's factor, so the
+    same reduction applies; a box reaching outside the image (which is clipped) is decoded in
     full, as without draft.
     """
     if imsize is None:
@@ -167,7 +270,7 @@ def load_image(
             enlarged); a crop is shrunk by the same factor, to at most :func:`crop_imsize`.
             ``None`` keeps the size.
         bbox: ``[x1, y1, x2, y2]`` crop box in pixels (revisitop query boxes); PIL rounds
-            it to whole pixels.
+            it to whole pixels; it is clipped to the image (:func:`crop_pixels`).
         draft: let a JPEG decode at 1/2, 1/4 or 1/8 scale (:func:`draft_scale`) when the
             full image is to shrink at least that much, then resample (LANCZOS) the box's
             region of the smaller image to the size a full decode gives
@@ -175,20 +278,22 @@ def load_image(
             images that shrink less than 2×, are decoded in full.
 
     Raises:
-        ImageReadError: the file is missing, cannot be decoded, or the box is empty.
+        ImageReadError: the file is missing, cannot be decoded, has too many pixels or a float
+            mode, or the box is empty or outside the image.
     """
     path = Path(path)
-    box = None if bbox is None else crop_pixels(path, bbox)
     region = None
     with open_image(path, "decode image") as handle:
         full_size = handle.size
-        scale = draft_scale(full_size, imsize, box) if draft else 1
+        box = None if bbox is None else crop_pixels(path, bbox, full_size)
+        unclipped = None if bbox is None else crop_pixels(path, bbox)
+        scale = draft_scale(full_size, imsize, unclipped) if draft else 1
         if scale > 1 and handle.draft("RGB", (full_size[0] // scale,
                                               full_size[1] // scale)) is not None:
             # Drafted pixel (i, j) covers full-size pixels [i·s, (i+1)·s) × [j·s, (j+1)·s).
             region = tuple(v / scale for v in (box or (0, 0, *full_size)))
         handle.load()
-        image = handle.convert("RGB")
+        image = to_rgb(handle, path)
     if region is not None and image.size != full_size:
         target = loaded_size(path, full_size, imsize, bbox)
         return image.resize(target, Image.Resampling.LANCZOS, box=region, reducing_gap=2.0)

@@ -103,6 +103,11 @@ class RevisitopDataset:
         qimlist: query image names.
         gnd: per query ``bbx``, ``easy``, ``hard``, ``junk``.
         suffix: appended to a name to give its file (``.jpg`` in the official sets).
+        collection: the name its stored vectors are kept under in a bank
+            (:class:`~asymret.bank.TeacherBank`); ``None``: ``name``. A photo folder's
+            names its folder's resolved path and its images' sizes and modification times
+            (:meth:`~asymret.data.folder.PhotoFolder.test_set`), so that other photos of the
+            same name never reuse its vectors.
     """
 
     name: str
@@ -111,6 +116,7 @@ class RevisitopDataset:
     qimlist: list[str]
     gnd: list[dict]
     suffix: str = ".jpg"
+    collection: str | None = None
 
     @classmethod
     def load(cls, name: str, root: str | Path | None = None) -> RevisitopDataset:

@@ -309,7 +309,9 @@ def extraction_meta(
         ``{"model": {"name", "config", "fingerprint"}, "preprocessing": {"imsize", "scales",
         "crop_boxes", "precision"}}``; ``crop_boxes`` is ``None`` without boxes, else a digest
         of them, and then ``crop_resize: "image"`` records that crops shrink by their full
-        image's factor (:func:`~asymret.data.images.crop_imsize`); ``precision`` is
+        image's factor (:func:`~asymret.data.images.crop_imsize`) and ``crop_outside:
+        "clip"`` that boxes reaching outside their image are clipped to it, not padded
+        (:func:`~asymret.data.images.crop_pixels`); ``precision`` is
         ``"fp32"`` or ``"bf16"`` (``amp``). With ``images.draft`` (JPEG draft decoding) it
         also holds ``decode: "draft"``; without, there is no ``decode`` key, as in every store
         made before draft decoding existed, so those stay valid and neither kind of store
@@ -329,7 +331,7 @@ def extraction_meta(
             "imsize": images.imsize,
             "scales": list(check_scales(scales)),
             "crop_boxes": None if boxes is None else _json_digest(boxes),
-            **({} if boxes is None else {"crop_resize": "image"}),
+            **({} if boxes is None else {"crop_resize": "image", "crop_outside": "clip"}),
             "precision": "bf16" if amp else "fp32",
             **({"decode": "draft"} if images.draft else {}),
         },
@@ -369,6 +371,7 @@ def extract_to_store(
     channels_last: bool | None = None,
     num_workers: int = 0,
     progress: bool = True,
+    verify: bool | str = "sample",
 ) -> FeatureStore:
     """Extract descriptors into a feature store, chunk by chunk, resuming where it stopped.
 
@@ -388,6 +391,9 @@ def extract_to_store(
         chunk_size: images extracted between two progress records.
         batch_size, device, amp, channels_last, num_workers: as :func:`extract_vectors`.
         progress: show a tqdm progress bar (stderr).
+        verify: how much of a complete store found at ``path`` to check before it is
+            reused, one of :data:`~asymret.features.store.VERIFY_LEVELS` (it was perhaps
+            changed since it was written).
 
     Returns:
         The complete store, opened read-only.
@@ -404,7 +410,7 @@ def extract_to_store(
         raise AsymretError(f"chunk_size must be at least 1, got {chunk_size}")
     meta = extraction_meta(net, images, scales, amp=amp)
     if (path / META_FILE).exists():
-        store = FeatureStore.open(path, writable=True)
+        store = FeatureStore.open(path, writable=True, verify=verify)
         store.check_matches(_comparable_meta(meta, store.meta), ids, dim=net.outputdim,
                             dtype=dtype)
     else:
@@ -421,4 +427,6 @@ def extract_to_store(
             _note_skipped(images, chunk.skipped)
             store.write(start, vectors)
             bar.update(stop - start)
-    return FeatureStore.open(path)
+    # A reused store was verified when it was opened above; a store finished here has just
+    # had its checksums computed from the file.
+    return FeatureStore.open(path, verify="size")

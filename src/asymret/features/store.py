@@ -10,8 +10,17 @@ A store is a directory holding
 - ``meta.json``: the caller's provenance (for extraction: the model's name, config and weights
   fingerprint, and the preprocessing) plus the store's own keys: format, version, dim, count,
   dtype, a digest of the ids, how many rows are complete, and, once complete, the sha256 of
-  the vectors. It is replaced atomically after each chunk, so a killed extraction resumes
-  from its last completed chunk.
+  the vectors and of a sample of their rows. It is replaced atomically after each chunk, so a
+  killed extraction resumes from its last completed chunk.
+
+Opening a complete store checks it (``verify``, :data:`VERIFY_LEVELS`): by default the
+file's size and the sha256 of :data:`SAMPLE_ROWS` rows spread evenly over it, first and last
+included (a few reads: rows zeroed, reversed or overwritten in place are caught wherever a
+run of them is longer than N / 63 rows, or covers a sampled row); ``"full"`` rehashes the
+whole file; ``"size"`` checks the size alone. A store written before the sample was recorded
+is checked in full. The space of ``vectors.npy`` is reserved when the store is created, so a
+full disk is one clear error at the start rather than a SIGBUS in the middle
+(:func:`~asymret.files.reserve_space`).
 
 A store never mixes vectors of different provenance or id lists:
 :meth:`FeatureStore.check_matches` raises :class:`~asymret.errors.AsymretError` naming the
@@ -31,7 +40,7 @@ import numpy as np
 import torch
 
 from asymret.errors import AsymretError
-from asymret.files import read_versioned_json, write_text_atomic
+from asymret.files import read_versioned_json, reserve_space, write_text_atomic, writing
 
 STORE_FORMAT = "asymret-features"
 STORE_VERSION = 1
@@ -39,6 +48,11 @@ VECTORS_FILE = "vectors.npy"
 IDS_FILE = "ids.json"
 META_FILE = "meta.json"
 STORE_DTYPES = ("float32", "float16")
+VERIFY_LEVELS = ("size", "sample", "full")
+"""How much of a complete store :meth:`FeatureStore.open` checks: its size; also a sample of
+its rows (the default); also every byte."""
+SAMPLE_ROWS = 64
+"""Rows, evenly spread, whose sha256 (with their row numbers) is the store's sample checksum."""
 
 _HASH_BLOCK_BYTES = 64 << 20
 _NPY_HEADER_READERS = {
@@ -47,7 +61,7 @@ _NPY_HEADER_READERS = {
 }
 # Keys of meta.json that the store itself maintains; the caller's meta may not set them.
 _STORE_KEYS = ("format", "version", "count", "dim", "dtype", "ids_sha256", "complete_rows",
-               "checksum")
+               "checksum", "sample_checksum")
 
 
 def _first_difference(stored: Any, requested: Any, key: str) -> tuple[str, Any, Any] | None:
@@ -142,11 +156,14 @@ class FeatureStore:
         if reserved:
             raise AsymretError(f"{path}: meta may not set the store's own keys {reserved}")
         path.mkdir(parents=True, exist_ok=True)
-        vectors = np.lib.format.open_memmap(
-            path / VECTORS_FILE, mode="w+", dtype=np.dtype(dtype), shape=(len(ids), dim)
-        )
         ids_text = json.dumps(ids)
-        (path / IDS_FILE).write_text(ids_text + "\n")
+        vectors_path = path / VECTORS_FILE
+        with writing(vectors_path, vectors_path, path / IDS_FILE):
+            vectors = np.lib.format.open_memmap(
+                vectors_path, mode="w+", dtype=np.dtype(dtype), shape=(len(ids), dim)
+            )
+            reserve_space(vectors_path, vectors_path.stat().st_size)
+            (path / IDS_FILE).write_text(ids_text + "\n")
         full_meta = {
             "format": STORE_FORMAT,
             "version": STORE_VERSION,
@@ -157,27 +174,34 @@ class FeatureStore:
             "ids_sha256": hashlib.sha256(ids_text.encode()).hexdigest(),
             "complete_rows": 0,
             "checksum": None,
+            "sample_checksum": None,
         }
-        write_text_atomic(path / META_FILE, json.dumps(full_meta, indent=2) + "\n")
+        with writing(path / META_FILE, vectors_path, path / IDS_FILE):
+            write_text_atomic(path / META_FILE, json.dumps(full_meta, indent=2) + "\n")
         return cls(path, vectors, ids, full_meta)
 
     @classmethod
     def open(
-        cls, path: str | Path, *, writable: bool = False, verify: bool = False
+        cls, path: str | Path, *, writable: bool = False, verify: bool | str = "sample"
     ) -> FeatureStore:
         """Open a store, its vectors as a memory map (nothing is read into memory up front).
 
         Args:
             path: store directory.
-            writable: open for resuming (an incomplete store is then allowed).
-            verify: recompute the checksum of the vectors (reads the whole file).
+            writable: open for resuming (an incomplete store is then allowed; its rows are
+                not checked beyond the file's size).
+            verify: how much of a complete store to check, one of :data:`VERIFY_LEVELS`:
+                ``"size"``, ``"sample"`` (default: the sha256 of :data:`SAMPLE_ROWS` rows) or
+                ``"full"`` (reads the whole file); ``True`` is ``"full"``, ``False``
+                ``"size"``.
 
         Raises:
             AsymretError: missing or unreadable files, a vectors file that is truncated or of
                 the wrong shape, ids that do not match meta.json, an incomplete store opened
-                read-only, or (with ``verify``) a checksum mismatch; the message names the file.
+                read-only, or a checksum mismatch; the message names the file.
         """
         path = Path(path)
+        level = check_verify_level(verify)
         meta_path = path / META_FILE
         try:
             meta = read_versioned_json(meta_path, STORE_FORMAT, STORE_VERSION,
@@ -187,14 +211,19 @@ class FeatureStore:
             raise AsymretError(f"{path}: not a feature store ({META_FILE} is missing)") from None
         ids = _read_ids(path / IDS_FILE, meta)
         vectors = _open_vectors(path / VECTORS_FILE, meta, writable)
+        if writable:
+            reserve_space(path / VECTORS_FILE, (path / VECTORS_FILE).stat().st_size)
         store = cls(path, vectors, ids, meta)
         if not writable and not store.is_complete:
             raise AsymretError(
                 f"{path}: incomplete feature store ({store.complete_rows} of {store.count} "
                 "rows); run the extraction again to resume it"
             )
-        if verify:
-            store.verify()
+        if store.is_complete and level != "size":
+            if level == "full" or store.meta.get("sample_checksum") is None:
+                store.verify()
+            else:
+                store.verify_sample()
         return store
 
     def checksum(self) -> str:
@@ -210,6 +239,32 @@ class FeatureStore:
                 hasher.update(block)
         return "sha256:" + hasher.hexdigest()
 
+    def sample_checksum(self) -> str:
+        """``"sha256:<hex>"`` of the :data:`SAMPLE_ROWS` sampled rows, each after its row
+        number (plain reads of a few rows)."""
+        hasher = hashlib.sha256()
+        row_bytes = self.dim * self.vectors.dtype.itemsize
+        with open(self.path / VECTORS_FILE, "rb") as handle:
+            for row in _sampled_rows(self.count):
+                handle.seek(self.vectors.offset + row * row_bytes)
+                hasher.update(row.to_bytes(8, "little"))
+                hasher.update(handle.read(row_bytes))
+        return "sha256:" + hasher.hexdigest()
+
+    def verify_sample(self) -> None:
+        """Compare the sampled rows' checksum with meta.json (see :data:`VERIFY_LEVELS`).
+
+        Raises:
+            AsymretError: naming ``vectors.npy`` if a sampled row changed since it was written.
+        """
+        actual = self.sample_checksum()
+        if actual != self.meta.get("sample_checksum"):
+            raise AsymretError(
+                f"{self.path / VECTORS_FILE}: sampled rows do not match {META_FILE} (stored "
+                f"{self.meta.get('sample_checksum')}, file {actual}); the vectors changed after "
+                f"they were written: delete {self.path} and extract them again"
+            )
+
     def verify(self) -> None:
         """Recompute the checksum of a complete store and compare it with meta.json.
 
@@ -222,7 +277,8 @@ class FeatureStore:
         if actual != self.meta["checksum"]:
             raise AsymretError(
                 f"{self.path / VECTORS_FILE}: checksum mismatch (stored {self.meta['checksum']}, "
-                f"file {actual}); the vectors are corrupt, extract them again"
+                f"file {actual}); the vectors are corrupt: delete {self.path} and extract "
+                "them again"
             )
 
     def write(self, start: int, vectors: torch.Tensor | np.ndarray) -> None:
@@ -254,6 +310,7 @@ class FeatureStore:
         self.meta["complete_rows"] = stop
         if stop == self.count:
             self.meta["checksum"] = self.checksum()
+            self.meta["sample_checksum"] = self.sample_checksum()
         write_text_atomic(self.path / META_FILE, json.dumps(self.meta, indent=2) + "\n")
 
     def check_matches(
@@ -292,6 +349,26 @@ class FeatureStore:
                 f"{_short(stored)}, requested {_short(wanted)}); refusing to mix vectors, use "
                 "another directory or delete this one"
             )
+
+
+def check_verify_level(verify: bool | str) -> str:
+    """``verify`` as one of :data:`VERIFY_LEVELS` (``True`` → ``"full"``, ``False`` →
+    ``"size"``).
+
+    Raises:
+        AsymretError: any other value.
+    """
+    if isinstance(verify, bool):
+        return "full" if verify else "size"
+    if verify not in VERIFY_LEVELS:
+        raise AsymretError(f"verify must be one of {', '.join(VERIFY_LEVELS)}, got {verify!r}")
+    return verify
+
+
+def _sampled_rows(count: int) -> list[int]:
+    """Up to :data:`SAMPLE_ROWS` row numbers spread evenly over ``[0, count)``, first and last
+    included, ascending."""
+    return sorted({int(r) for r in np.linspace(0, count - 1, min(count, SAMPLE_ROWS)).round()})
 
 
 def _ids_difference(stored: list[str], requested: list[str]) -> str:

@@ -9,6 +9,10 @@ Two kinds of loss share one calling convention each:
 * :class:`RelationalLoss` — ``loss(student, teacher)`` with two ``(B, D)`` batches of the
   same images; the loss compares relations *within* each batch, and the teacher side carries
   no gradient.
+* :class:`NeighbourLoss` — ``loss(anchor, teacher_anchor, neighbours)`` with the student's
+  ``(B, D)`` anchors f(a), the teacher's ``(B, D)`` g(a) and the teacher's vectors of each
+  anchor's K nearest teacher neighbours ``(B, K, D)``, mined from the whole training set's
+  teacher bank (:mod:`asymret.neighbours`); the teacher side carries no gradient.
 
 Inputs are expected to be L2-normalised; no loss renormalises them. Losses are registered by
 name with :func:`register_loss` and built with :func:`build_loss`.
@@ -53,6 +57,27 @@ def list_losses() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def loss_class(name: str) -> type[nn.Module]:
+    """The class registered as ``name``.
+
+    Raises:
+        AsymretError: unknown name (the message lists the known ones).
+    """
+    if name not in _REGISTRY:
+        raise AsymretError(f"unknown loss '{name}'; known losses: {', '.join(list_losses())}")
+    return _REGISTRY[name]
+
+
+def _signature(cls: type[nn.Module]) -> inspect.Signature:
+    # A loss without its own __init__ inherits nn.Module's (*args, **kwargs): it takes nothing.
+    return inspect.Signature() if cls.__init__ is nn.Module.__init__ else inspect.signature(cls)
+
+
+def loss_parameters(name: str) -> tuple[str, ...]:
+    """The keyword arguments the registered loss ``name`` accepts."""
+    return tuple(_signature(loss_class(name)).parameters)
+
+
 def build_loss(name: str, **kwargs) -> nn.Module:
     """Build a registered loss, e.g. ``build_loss("contrastive", margin=0.7)``.
 
@@ -60,19 +85,20 @@ def build_loss(name: str, **kwargs) -> nn.Module:
         AsymretError: unknown name (the message lists the known ones) or a keyword the loss
             does not accept (the message lists the accepted ones), or an invalid value.
     """
-    if name not in _REGISTRY:
-        raise AsymretError(f"unknown loss '{name}'; known losses: {', '.join(list_losses())}")
-    cls = _REGISTRY[name]
-    # A loss without its own __init__ inherits nn.Module's (*args, **kwargs): it takes nothing.
-    signature = (
-        inspect.Signature() if cls.__init__ is nn.Module.__init__ else inspect.signature(cls)
-    )
+    cls = loss_class(name)
+    signature = _signature(cls)
     try:
         signature.bind(**kwargs)
     except TypeError as exc:
         accepted = ", ".join(signature.parameters) or "none"
         raise AsymretError(f"loss '{name}': {exc}; accepted parameters: {accepted}") from None
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:  # e.g. margin="abc": float() fails in the loss
+        if isinstance(exc, AsymretError):
+            raise AsymretError(f"loss '{name}': {exc}") from None
+        raise AsymretError(f"loss '{name}': bad parameter value ({exc}); given "
+                           f"{kwargs}") from None
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
@@ -174,6 +200,29 @@ def validate_relational_inputs(student: object, teacher: object, min_batch: int)
         _check_float_and_finite(name, tensor)
 
 
+def validate_neighbour_inputs(anchor: object, teacher_anchor: object, neighbours: object) -> None:
+    """Check the :class:`NeighbourLoss` inputs; raise AsymretError naming the bad argument."""
+    anchor = _check_tensor("anchor", anchor, 2, "(B, D)")
+    teacher_anchor = _check_tensor("teacher_anchor", teacher_anchor, 2, "(B, D)")
+    neighbours = _check_tensor("neighbours", neighbours, 3, "(B, K, D)")
+    if teacher_anchor.shape != anchor.shape:
+        raise AsymretError(
+            f"teacher_anchor shape {_shape(teacher_anchor)} does not match anchor shape "
+            f"{_shape(anchor)}"
+        )
+    batch, dim = anchor.shape
+    if neighbours.shape[0] != batch or neighbours.shape[2] != dim:
+        raise AsymretError(
+            f"neighbours shape {_shape(neighbours)} does not match anchor shape "
+            f"{_shape(anchor)}: expected ({batch}, K, {dim})"
+        )
+    for name, tensor in (("anchor", anchor), ("teacher_anchor", teacher_anchor),
+                         ("neighbours", neighbours)):
+        if tensor.device != anchor.device:
+            raise AsymretError(f"{name} is on {tensor.device} but anchor is on {anchor.device}")
+        _check_float_and_finite(name, tensor)
+
+
 class TupleLoss(nn.Module, abc.ABC):
     """Base of losses over (anchor, references, positive mask); reduction is a sum over anchors.
 
@@ -236,6 +285,49 @@ class RelationalLoss(nn.Module, abc.ABC):
     @abc.abstractmethod
     def compute(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """The loss on validated inputs (same arguments and result as :meth:`forward`)."""
+
+
+class NeighbourLoss(nn.Module, abc.ABC):
+    """Base of losses that transfer the teacher's similarities to each anchor's neighbours.
+
+    Subclasses implement :meth:`compute`; :meth:`forward` validates the inputs first.
+    """
+
+    def forward(
+        self, anchor: torch.Tensor, teacher_anchor: torch.Tensor, neighbours: torch.Tensor
+    ) -> torch.Tensor:
+        """Loss of a batch of anchors, averaged over anchors.
+
+        Args:
+            anchor: ``(B, D)`` the student's anchor vectors f(a).
+            teacher_anchor: ``(B, D)`` the teacher's vectors g(a) of the same images.
+            neighbours: ``(B, K, D)`` the teacher's vectors g(x_1..x_K) of each anchor's K
+                nearest teacher neighbours (the anchor itself excluded), nearest first.
+
+        Returns:
+            0-dim tensor.
+
+        Raises:
+            AsymretError: wrong shapes or dtypes, or NaN/Inf values.
+        """
+        validate_neighbour_inputs(anchor, teacher_anchor, neighbours)
+        return self.compute(anchor, teacher_anchor.detach(), neighbours.detach())
+
+    @abc.abstractmethod
+    def compute(
+        self, anchor: torch.Tensor, teacher_anchor: torch.Tensor, neighbours: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss on validated inputs (same arguments and result as :meth:`forward`)."""
+
+
+def context_vectors(
+    teacher_anchor: torch.Tensor, neighbours: torch.Tensor, include_self: bool
+) -> torch.Tensor:
+    """The teacher vectors an anchor is compared with: ``(B, K, D)`` neighbours, or
+    ``(B, K + 1, D)`` with g(a) first when ``include_self``."""
+    if not include_self:
+        return neighbours
+    return torch.cat([teacher_anchor.unsqueeze(1), neighbours], dim=1)
 
 
 def with_self_positive(

@@ -27,6 +27,7 @@ import safetensors.torch
 import torch
 
 from asymret.errors import AsymretError
+from asymret.files import writing
 from asymret.models.network import ModelConfig, RetrievalNet
 from asymret.models.state import load_checked, read_state_dict
 
@@ -72,12 +73,15 @@ def save_model(net: RetrievalNet, directory: str | Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     weights_tmp = directory / f".{WEIGHTS_FILE}.tmp"
-    safetensors.torch.save_file(state, str(weights_tmp))
     config_tmp = directory / f".{CONFIG_FILE}.tmp"
     payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": net.config.to_dict()}
-    config_tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(weights_tmp, directory / WEIGHTS_FILE)
-    os.replace(config_tmp, directory / CONFIG_FILE)
+    with writing(directory / WEIGHTS_FILE, weights_tmp, config_tmp):
+        # Serialised in memory and written by Python: a full disk is then an OSError (ENOSPC)
+        # that names the file, where safetensors' own writer gives an opaque error.
+        weights_tmp.write_bytes(safetensors.torch.save(state))
+        config_tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        os.replace(weights_tmp, directory / WEIGHTS_FILE)
+        os.replace(config_tmp, directory / CONFIG_FILE)
     return directory
 
 
@@ -93,16 +97,30 @@ def load_model(directory: str | Path) -> RetrievalNet:
         payload = json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise AsymretError(f"{config_path}: cannot read model config ({exc})") from exc
-    if payload.get("format") != FORMAT_NAME or "config" not in payload:
+    if (not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME
+            or not isinstance(payload.get("config"), dict)):
         raise AsymretError(f"{config_path}: not an asymret model config")
+    version = payload.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+        raise AsymretError(f"{config_path}: model format version {version!r}; this asymret "
+                           f"reads versions up to {FORMAT_VERSION}")
     try:
         config = ModelConfig.from_dict(payload["config"])
     except (TypeError, ValueError) as exc:
         raise AsymretError(f"{config_path}: invalid model config ({exc})") from exc
-    net = RetrievalNet(config)
+    net = _build_network(config, config_path)
     weights_path = directory / WEIGHTS_FILE
     load_checked(net, read_state_dict(weights_path), str(weights_path))
     return net
+
+
+def _build_network(config: ModelConfig, source: Path) -> RetrievalNet:
+    """``RetrievalNet(config)``; an architecture timm does not know or a pooling asymret
+    does not have becomes an AsymretError naming ``source``."""
+    try:
+        return RetrievalNet(config)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise AsymretError(f"{source}: cannot build network {config.name} ({exc})") from None
 
 
 def reference_trunk_key(arch: str, key: str) -> str:
@@ -152,15 +170,17 @@ def import_reference_checkpoint(path: str | Path) -> RetrievalNet:
         if "whiten.weight" not in state:
             raise AsymretError(f"{path}: meta says whitening but 'whiten.weight' is missing")
         dim = int(state["whiten.weight"].shape[0])
-    config = ModelConfig(
-        arch=arch,
-        pooling=meta.get("pooling", "gem"),
-        dim=dim,
-        mean=tuple(float(v) for v in meta.get("mean", (0.485, 0.456, 0.406))),
-        std=tuple(float(v) for v in meta.get("std", (0.229, 0.224, 0.225))),
-    )
-    net = RetrievalNet(config)
-    if "outputdim" in meta and int(meta["outputdim"]) != net.outputdim:
+    try:
+        config = ModelConfig.from_dict({
+            "arch": arch, "pooling": meta.get("pooling", "gem"), "dim": dim,
+            "mean": meta.get("mean", (0.485, 0.456, 0.406)),
+            "std": meta.get("std", (0.229, 0.224, 0.225)),
+        })
+        outputdim = int(meta["outputdim"]) if "outputdim" in meta else None
+    except (TypeError, ValueError) as exc:
+        raise AsymretError(f"{path}: invalid 'meta' ({exc})") from None
+    net = _build_network(config, path)
+    if outputdim is not None and outputdim != net.outputdim:
         raise AsymretError(
             f"{path}: meta outputdim {meta['outputdim']} but the weights give {net.outputdim}"
         )

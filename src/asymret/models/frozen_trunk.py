@@ -2,14 +2,18 @@
 
 Fine-tuning only the last stages of a trunk (with BatchNorm statistics frozen, as retrieval
 networks are trained) leaves the early stages a fixed function of the image. Their output is
-then computed once per image and kept in an :class:`ActivationCache`, keyed by the content
-of the normalised input: every later epoch, mining pass, projection fit and evaluation of
-that image runs only the trainable stages. On a CPU this makes training the last stage of
-EfficientNet-Lite several times faster, and several students that share a trunk (as the
-demo's do) share one cache.
+then computed once per image and kept in an :class:`ActivationCache`, keyed by the content of
+the normalised input: every later epoch, mining pass, projection fit and evaluation of that
+image runs only the trainable stages. On a CPU this makes training the last stage of
+EfficientNet-Lite several times faster, and several students that share a trunk (as the demo's
+do) share one cache.
 
 A cache file records the identity of the frozen prefix (architecture, split point and a
 digest of its weights) and is refused for any other prefix.
+
+An entry's float rounding can depend on the batch that first computed it (a convolution's
+kernel depends on the batch size), so a resumed run must find the entries it had: the trainer
+saves the cache with every checkpoint.
 """
 
 from __future__ import annotations
@@ -157,7 +161,7 @@ class ActivationCache:
                 self.entries[keys[index]] = computed[row].clone(
                     memory_format=torch.contiguous_format
                 )
-            self.computed += len(missing)
+        self.computed += len(missing)
         stacked = torch.stack([self.entries[key] for key in keys])
         return stacked.to(inputs.device, dtype=inputs.dtype)
 

@@ -31,6 +31,7 @@ In a name, the trailing ``-<number>`` is always the linear layer after pooling.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 import timm
@@ -124,7 +125,22 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
+        """The config saved by :meth:`to_dict` (e.g. a ``config.json``).
+
+        Raises:
+            TypeError, ValueError: a field of the wrong type or out of range.
+        """
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        for key, expected, optional in (("arch", str, False), ("pooling", str, False),
+                                        ("head", str, False), ("dim", int, True),
+                                        ("whiten_dim", int, True), ("gem_p", (int, float), False)):
+            value = known.get(key)
+            if key not in known or (value is None and optional):
+                continue
+            if isinstance(value, bool) or not isinstance(value, expected):
+                raise TypeError(f"{key}={value!r} has the wrong type")
+        if "gem_p" in known and not (math.isfinite(known["gem_p"]) and known["gem_p"] > 0):
+            raise ValueError(f"gem_p must be a positive number, got {known['gem_p']}")
         for key in ("mean", "std"):
             if key in known:
                 known[key] = tuple(float(v) for v in known[key])

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from asymret.errors import AsymretError
+from asymret.files import writing
 from asymret.mining import EpochTuples
 
 CHECKPOINT_NAME = "last.pt"
@@ -44,7 +45,12 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> None:
-    """Write the checkpoint to a temporary file beside ``path``, then rename it over ``path``."""
+    """Write the checkpoint to a temporary file beside ``path``, then rename it over ``path``.
+
+    Raises:
+        AsymretError: naming ``path`` when the disk or quota is full; the previous checkpoint
+            is kept and the temporary file removed.
+    """
     tuples = state.tuples
     payload = {
         "student": student.state_dict(),
@@ -59,8 +65,10 @@ def save_checkpoint(
         else {name: getattr(tuples, name) for name in _TUPLE_FIELDS},
     }
     temporary = path.with_suffix(".tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
+    with writing(path, temporary):
+        with open(temporary, "wb") as handle:  # a Python file: a full disk names its errno
+            torch.save(payload, handle)
+        os.replace(temporary, path)
 
 
 def load_checkpoint(

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import math
 import types
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from asymret.errors import AsymretError
-from asymret.losses import list_losses
+from asymret.files import write_text_atomic
+from asymret.losses import LossTerm, parse_loss_spec, term_params
 from asymret.mining import MINING_BACKENDS, check_backend
+from asymret.runtime import check_device
 from asymret.train.presets import resolve_config_path
 
-RELATIONAL_LOSSES = ("rkd", "darkrank")
 SIMILARITIES = ("asymmetric", "symmetric")
 POSITIVES = ("pair", "self", "pair+self")
 MININGS = ("hard", "random", "none")
@@ -111,8 +112,12 @@ class LossConfig:
 
     Attributes:
         name: a registered loss (contrastive, triplet, multi_similarity, regression, rkd,
-            darkrank, ...).
-        params: keyword arguments of the loss (e.g. ``{margin: 0.7}``).
+            darkrank, raml, csd, rank_order, ...) or a weighted sum of them,
+            ``"contrastive + 0.5*csd"`` (terms ``[WEIGHT*]NAME`` joined by ``+``; see
+            :mod:`asymret.losses.composite`).
+        params: keyword arguments of the loss (e.g. ``{margin: 0.7}``); for a sum, per term
+            (``{contrastive: {margin: 0.7}, csd: {teacher_temperature: 0.05}}``, on the
+            command line ``loss.params.csd.teacher_temperature=0.05``).
         similarity: ``asymmetric`` (references are teacher vectors) or ``symmetric``.
         positives: ``pair`` (the matching image), ``self`` (the anchor's own teacher vector
             g(a)), or ``pair+self`` (both: Contr⁺).
@@ -140,9 +145,13 @@ class MiningConfig:
         pool_size: random pool of negative candidates per epoch (20000 in the reference).
         num_negatives: negatives per tuple (5 in the reference).
         query_vectors: mine with the ``student``'s query vectors or the ``teacher``'s.
-        backend: hard-negative search: ``torch`` (matrix products on ``run.device``) or
-            ``faiss`` (an exact inner-product index on the CPU; needs ``faiss-cpu``). Both
-            apply the same rule; they can differ only where scores differ by float rounding.
+        backend: hard-negative and teacher-neighbour search: ``torch`` (matrix products on
+            ``run.device``) or ``faiss`` (an exact inner-product index on the CPU; needs
+            ``faiss-cpu``). Both apply the same rule; they can differ only where scores
+            differ by float rounding.
+        neighbours: K, each anchor's nearest teacher neighbours in the whole training set
+            for neighbourhood losses (csd, rank_order), mined once from the teacher's bank
+            and cached in it (:mod:`asymret.neighbours`); 96 as CSD and ROP are trained.
     """
 
     sampler: str = "tuples"
@@ -153,6 +162,7 @@ class MiningConfig:
     num_negatives: int = 5
     query_vectors: str = "student"
     backend: str = "torch"
+    neighbours: int = 96
 
 
 @dataclass
@@ -193,7 +203,10 @@ class RunConfig:
         teacher_bank: folder of the teacher's training-image feature store (``None``: inside
             the run folder); share it between students of one teacher.
         activation_cache: file keeping the frozen stages' activations (with
-            ``optim.trainable_stages``) across runs of the same trunk; ``None``: memory only.
+            ``optim.trainable_stages``) across runs of the same trunk; ``None``: the run's
+            ``checkpoints/activations.safetensors``. Saved with every checkpoint, so that a
+            resumed run finds the activations it had (their rounding depends on the batch
+            that computed them).
         num_workers: image-loading worker processes.
         decode_cache_mb: keep up to this many MiB of decoded training images in memory,
             shared by every run of the process (0: off); with ``num_workers: 0`` each image
@@ -226,14 +239,30 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     @property
+    def loss_terms(self) -> tuple[LossTerm, ...]:
+        """The terms of ``loss.name`` (one for a single loss).
+
+        Raises:
+            AsymretError: a bad loss specification.
+        """
+        return parse_loss_spec(self.loss.name)
+
+    @property
     def relational(self) -> bool:
-        """True for losses over a batch of (student, teacher) vectors (RKD, DarkRank)."""
-        return self.loss.name in RELATIONAL_LOSSES
+        """True when every loss term is over a batch of (student, teacher) vectors (RKD,
+        DarkRank, RAML): each step then relates all of its images. In a sum with other
+        kinds, a relational term relates the step's anchors f(a) with their g(a)."""
+        return all(term.kind == "relational" for term in self.loss_terms)
+
+    @property
+    def uses_neighbours(self) -> bool:
+        """True when a loss term needs each anchor's teacher neighbours (CSD, rank order)."""
+        return any(term.kind == "neighbour" for term in self.loss_terms)
 
     @property
     def needs_teacher(self) -> bool:
         return (
-            self.relational
+            any(term.kind != "tuple" for term in self.loss_terms)
             or self.loss.similarity == "asymmetric"
             or "self" in self.loss.positives
             or self.mining.query_vectors == "teacher"
@@ -249,8 +278,8 @@ class TrainConfig:
             ("mining.query_vectors", self.mining.query_vectors, MINING_QUERIES),
             ("mining.backend", self.mining.backend, MINING_BACKENDS),
             ("models.projection_init", self.models.projection_init, PROJECTION_INITS),
-            ("loss.name", self.loss.name, tuple(list_losses())),
         ]
+        term_params(self.loss_terms, self.loss.params)
         for key, value, allowed in choices:
             if value not in allowed:
                 raise AsymretError(f"{key}={value!r}; expected one of {', '.join(allowed)}")
@@ -258,6 +287,7 @@ class TrainConfig:
             check_backend(self.mining.backend, self.run.device)
         except AsymretError as exc:
             raise AsymretError(f"mining.backend={self.mining.backend}: {exc}") from None
+        self._validate_ranges()
         if self.needs_teacher and not self.models.teacher:
             raise AsymretError(
                 f"loss {self.loss.name} with similarity={self.loss.similarity}, "
@@ -276,6 +306,7 @@ class TrainConfig:
             ("optim.epochs", self.optim.epochs),
             ("mining.num_pairs", self.mining.num_pairs),
             ("mining.num_images", self.mining.num_images),
+            ("mining.neighbours", self.mining.neighbours),
         ):
             if value < 1:
                 raise AsymretError(f"{key} must be at least 1, got {value}")
@@ -298,7 +329,8 @@ class TrainConfig:
                 f"mining.sampler=images draws single images, which have no negatives; set "
                 f"mining.negatives=none (got {self.mining.negatives!r})"
             )
-        if not self.relational and (
+        tuple_terms = any(term.kind == "tuple" for term in self.loss_terms)
+        if tuple_terms and (
             self.loss.similarity != "asymmetric" or self.loss.positives != "self"
         ):
             raise AsymretError(
@@ -306,6 +338,36 @@ class TrainConfig:
                 "loss.similarity=asymmetric and loss.positives=self (an image's only "
                 "reference is its teacher vector g(a)); use mining.sampler=tuples for pairs"
             )
+
+    def _validate_ranges(self) -> None:
+        """Rates, penalties and run settings out of range, and a device this machine lacks."""
+        bounded = [
+            ("optim.lr", self.optim.lr, "a positive number", self.optim.lr > 0),
+            ("optim.weight_decay", self.optim.weight_decay, "0 or more",
+             self.optim.weight_decay >= 0),
+            ("optim.lr_decay", self.optim.lr_decay,
+             "in (0, 1] (the lr is multiplied by it after every epoch)",
+             0 < self.optim.lr_decay <= 1),
+            ("models.ridge_lambda", self.models.ridge_lambda, "0 or more",
+             self.models.ridge_lambda >= 0),
+        ]
+        for key, value, expected, in_range in bounded:
+            if not (math.isfinite(value) and in_range):
+                raise AsymretError(f"{key} must be {expected}, got {value}")
+        for key, value, least in (
+            ("run.checkpoint_every", self.run.checkpoint_every, 1),
+            ("run.num_workers", self.run.num_workers, 0),
+            ("run.val_every", self.run.val_every, 0),
+            ("run.seed", self.run.seed, 0),
+            ("mining.pool_size", self.mining.pool_size, 0),
+            ("mining.num_negatives", self.mining.num_negatives, 0),
+        ):
+            if value < least:
+                raise AsymretError(f"{key} must be at least {least}, got {value}")
+        try:
+            check_device(self.run.device)
+        except AsymretError as exc:
+            raise AsymretError(f"run.device={self.run.device}: {exc}") from None
 
     @property
     def images_per_step(self) -> int:
@@ -376,13 +438,33 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if len(parts) == 2:
             target[parts[1]] = value
         else:
-            target.setdefault("params", {})[".".join(parts[2:])] = value
+            if not isinstance(target.get("params"), dict):  # after loss.params=null
+                target["params"] = {}
+            target["params"][".".join(parts[2:])] = value
     return nested
+
+
+def _merge_params(params: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``loss.params`` with command-line ``loss.params.<key>`` overrides; a dotted key
+    (``csd.teacher_temperature``, a term's parameter in a loss sum) goes into its term's
+    mapping."""
+    merged = {key: dict(value) if isinstance(value, dict) else value
+              for key, value in params.items()}
+    for key, value in overrides.items():
+        term, dot, name = key.partition(".")
+        if not dot:
+            merged[key] = value
+            continue
+        if not isinstance(merged.get(term, {}), dict):
+            raise AsymretError(f"loss.params.{key}: loss.params.{term} is not a mapping")
+        merged.setdefault(term, {})[name] = value
+    return merged
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Defaults, then the YAML file (or preset, by name), then ``section.key=value``
-    overrides; validated.
+    overrides; validated. ``loss.params=<mapping>`` replaces the file's loss parameters
+    (``{}`` or ``null`` clears them); ``loss.params.<name>=<value>`` sets one.
 
     Raises:
         AsymretError: unreadable YAML, unknown keys, wrong types, impossible combinations.
@@ -401,15 +483,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         parsed = parse_overrides(overrides)
         params = parsed.get("loss", {}).pop("params", None)
         _merge(config, parsed, "command line")
+        if any(pair.partition("=")[0] == "loss.params" for pair in overrides):
+            config.loss.params = {}  # loss.params={...} replaces the file's; {} or null clears
+        if params is not None and not isinstance(params, dict):
+            raise AsymretError(f"loss.params={params!r}: expected a mapping, {{}} or null")
         if params:
-            config.loss.params = {**config.loss.params, **params}
+            config.loss.params = _merge_params(config.loss.params, params)
     config.validate()
     return config
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    """Write the resolved configuration as YAML."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write the resolved configuration as YAML (atomically: a kill leaves the old file or
+    the new one)."""
+    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
@@ -418,3 +505,57 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     _merge(config, data, "saved config")
     return config
 
+
+
+RESUMABLE_CHANGES = ("optim.lr",)
+"""Settings a resumed run may change: optim.lr (e.g. lower after a NaN stop). The ``run``
+section may change too, except ``run.seed``; everything else must be as the run started."""
+
+
+def read_run_config(path: str | Path) -> TrainConfig:
+    """The configuration a run folder's ``config.yaml`` saved.
+
+    Raises:
+        AsymretError: naming ``path``, when it is missing, unreadable or not a configuration.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AsymretError(
+            f"{path}: missing; a resume checks its settings against the run's saved ones, so "
+            "put back the config.yaml the run wrote (or start a new run in another run.out)"
+        ) from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise AsymretError(f"{path}: cannot read the run's settings ({exc})") from None
+    if not isinstance(data, dict):
+        raise AsymretError(f"{path}: not a run configuration (a mapping of sections)")
+    config = TrainConfig()
+    _merge(config, data, str(path))
+    return config
+
+
+def check_resumable(saved: TrainConfig, config: TrainConfig, source: str | Path) -> None:
+    """Refuse to resume the run that ``saved`` started with ``config`` when they differ in
+    more than :data:`RESUMABLE_CHANGES` and the ``run`` section (except its seed).
+
+    Raises:
+        AsymretError: naming ``source`` and the first section that differs.
+    """
+    for section in ("data", "models", "loss", "mining", "optim"):
+        before, now = getattr(saved, section), getattr(config, section)
+        if section == "optim":
+            now = replace(now, lr=before.lr)
+        if before != now:
+            keys = [f.name for f in fields(before)
+                    if getattr(before, f.name) != getattr(now, f.name)]
+            raise AsymretError(
+                f"{source}: the run was started with different '{section}' settings "
+                f"({', '.join(f'{section}.{key}' for key in keys)}); resume with the same "
+                f"configuration (a resume may change only {', '.join(RESUMABLE_CHANGES)} and run.*)"
+            )
+    if saved.run.seed != config.run.seed:
+        raise AsymretError(
+            f"{source}: the run was started with run.seed={saved.run.seed}, not "
+            f"{config.run.seed}; every draw derives from it, so a resume keeps it"
+        )

@@ -9,20 +9,27 @@ read by row. Checkpoints (:mod:`asymret.train.checkpoint`) are written atomicall
 everything needed to continue a killed run exactly: weights, optimiser and schedule, the
 epoch's tuples and the step reached (every random draw derives from the seed, the epoch and
 the step). The run's logs are :mod:`asymret.train.log`'s.
+
+Nothing finished is lost to a late failure: every input the run needs (training db, validation
+sets and their images, teacher, the teacher's validation vectors) is read before the first step,
+and the student is saved before the final validation. With ``data.skip_unreadable`` the
+unreadable training images are found before the first epoch and left out of every draw
+(:class:`ReadableImages`).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
@@ -31,11 +38,12 @@ from tqdm import tqdm
 from asymret.bank import TeacherBank
 from asymret.data import load_test_set, load_training_db
 from asymret.data.image_list import ImageList, shared_decode_cache
+from asymret.data.images import ImageReadError, open_image
 from asymret.data.revisitop import RevisitopDataset
 from asymret.errors import AsymretError
 from asymret.evaluate import available_settings, evaluate_retrieval
 from asymret.features import extract_vectors
-from asymret.losses import build_loss
+from asymret.losses import LossInputs, LossSum
 from asymret.mining import EpochTuples, epoch_generator, epoch_tuples, sample_images
 from asymret.models import (
     ActivationCache,
@@ -45,6 +53,7 @@ from asymret.models import (
     load_network,
     save_model,
 )
+from asymret.neighbours import bank_neighbours
 from asymret.runtime import prefers_channels_last
 from asymret.teacher_record import write_teacher_record
 from asymret.train.checkpoint import (
@@ -53,7 +62,7 @@ from asymret.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from asymret.train.config import TrainConfig, config_from_dict, save_config
+from asymret.train.config import TrainConfig, check_resumable, read_run_config, save_config
 from asymret.train.distributed import (
     DistInfo,
     barrier,
@@ -62,7 +71,7 @@ from asymret.train.distributed import (
     shard,
     sum_across_ranks,
 )
-from asymret.train.log import VALIDATION_LOG_NAME, TrainLog, append_csv
+from asymret.train.log import VALIDATION_LOG_NAME, TrainLog, write_validation
 from asymret.train.projection import (
     PooledFeatures,
     check_projection_init,
@@ -72,6 +81,10 @@ from asymret.train.projection import (
 from asymret.train.steps import forward_by_size, tuple_references
 
 T = TypeVar("T")
+
+ACTIVATIONS_NAME = "activations.safetensors"
+"""The run's activation cache (``optim.trainable_stages`` without ``run.activation_cache``),
+in ``checkpoints/`` beside the checkpoint it belongs to."""
 
 
 class TrainingDiverged(AsymretError):
@@ -88,6 +101,68 @@ def set_batchnorm_eval(module: nn.Module) -> None:
 def step_seed(seed: int, epoch: int, step: int) -> int:
     """Seed of one step's randomness (e.g. dropout), from the run seed, epoch and step."""
     return int(np.random.SeedSequence((seed, epoch, step, 1)).generate_state(1)[0])
+
+
+def check_headers(paths: list[Path], what: str) -> None:
+    """Read the header of every image in ``paths`` (cheap: no decoding).
+
+    Raises:
+        AsymretError: ``what`` and the first image that is missing or not an image.
+    """
+    for path in paths:
+        try:
+            with open_image(Path(path), "read image header"):
+                pass
+        except ImageReadError as exc:
+            raise AsymretError(f"{what}: {exc}") from None
+
+
+def _is_unreadable(item: tuple[torch.Tensor, int] | None) -> bool:
+    """Collate an :class:`ImageList` item to whether it could not be read."""
+    return item is None
+
+
+@dataclass(frozen=True)
+class ReadableImages:
+    """The training db without its unreadable images, in which an epoch is drawn.
+
+    Tuples are drawn in the "readable" index space (positions in :attr:`images`) and mapped
+    back by :meth:`to_images`, so an unreadable image is in no pair, pool or reference. With
+    every image readable the two spaces coincide and the draws are the same as on the db.
+
+    Attributes:
+        images: (N',) int64 the readable training images, ascending.
+        query_indices, positive_indices: (P',) the db's pairs of two readable images, as
+            positions in ``images``.
+        clusters: (N',) the cluster of each readable image.
+        excluded: unreadable images left out.
+    """
+
+    images: torch.Tensor
+    query_indices: torch.Tensor
+    positive_indices: torch.Tensor
+    clusters: torch.Tensor
+    excluded: int
+
+    @classmethod
+    def of(cls, db, unreadable: np.ndarray) -> ReadableImages:
+        """The readable part of training db ``db``; ``unreadable``: (N,) bool."""
+        readable = torch.from_numpy(~np.asarray(unreadable, dtype=bool))
+        images = torch.nonzero(readable).reshape(-1)
+        position = torch.full((len(readable),), -1, dtype=torch.int64)
+        position[images] = torch.arange(len(images))
+        queries = torch.as_tensor(np.asarray(db.query_indices), dtype=torch.int64)
+        positives = torch.as_tensor(np.asarray(db.positive_indices), dtype=torch.int64)
+        both = readable[queries] & readable[positives]
+        clusters = torch.as_tensor(np.asarray(db.clusters))[images]
+        return cls(images, position[queries[both]], position[positives[both]], clusters,
+                   int((~readable).sum()))
+
+    def to_images(self, tuples: EpochTuples) -> EpochTuples:
+        """Tuples drawn in readable positions, as training-image indices."""
+        return EpochTuples(self.images[tuples.query_indices],
+                           self.images[tuples.positive_indices],
+                           self.images[tuples.negative_indices])
 
 
 class StepImages(Dataset):
@@ -152,13 +227,7 @@ class Trainer:
         if self.resume:
             if not self.checkpoint_path.is_file():
                 raise AsymretError(f"{self.checkpoint_path}: no checkpoint to resume from")
-            saved = config_from_dict(yaml.safe_load(config_path.read_text()))
-            for section in ("data", "models", "loss", "mining", "optim"):
-                if getattr(saved, section) != getattr(self.config, section):
-                    raise AsymretError(
-                        f"{config_path}: the run was started with different '{section}' "
-                        "settings; resume with the same configuration"
-                    )
+            check_resumable(read_run_config(config_path), self.config, config_path)
         elif self.checkpoint_path.exists():
             raise AsymretError(
                 f"{self.run_dir}: already holds a training run; pass --resume to continue it "
@@ -169,6 +238,25 @@ class Trainer:
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             if not self.resume:
                 save_config(self.config, config_path)
+                (self.run_dir / "checkpoints" / ACTIVATIONS_NAME).unlink(missing_ok=True)
+
+    def _apply_resumed_lr(self) -> None:
+        """Continue a resumed run at ``optim.lr`` when it differs from the checkpoint's: every
+        group's rate and the schedule's base rates scale by new/old, so the decay goes on from
+        the new rate; ``config.yaml`` then records it."""
+        saved_lr = self.scheduler.base_lrs[0]
+        if saved_lr == self.config.optim.lr:
+            return
+        factor = self.config.optim.lr / saved_lr
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+            group["initial_lr"] *= factor
+        self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        if self.info.is_main:
+            save_config(self.config, self.run_dir / "config.yaml")
+            print(f"optim.lr {saved_lr:g} -> {self.config.optim.lr:g} from here on (now "
+                  f"{self.optimizer.param_groups[0]['lr']:g} after the decay so far)", flush=True)
 
     def _build(self) -> None:
         config = self.config
@@ -196,7 +284,9 @@ class Trainer:
             self.student.to(memory_format=torch.channels_last)
         self.activation_cache = None
         if config.optim.trainable_stages:
-            self.activation_cache = ActivationCache(config.run.activation_cache)
+            self.activation_cache = ActivationCache(
+                config.run.activation_cache or self.run_dir / "checkpoints" / ACTIVATIONS_NAME
+            )
             self.student.freeze_trunk(config.optim.trainable_stages, self.activation_cache)
         self.teacher = (
             Teacher(load_network(config.models.teacher, config.data.root,
@@ -212,7 +302,7 @@ class Trainer:
                 f"student to the teacher's dimension (e.g. '<arch>-conv{dim}-gem' or "
                 f"'<arch>-gem-{dim}')"
             )
-        self.loss_fn = build_loss(config.loss.name, **config.loss.params)
+        self.loss_fn = LossSum(config.loss.name, config.loss.params)
         self.optimizer = make_optimizer(
             self.student, config.optim.lr, config.optim.weight_decay, self.device
         )
@@ -225,6 +315,7 @@ class Trainer:
             num_workers=config.run.num_workers, progress=self._progress,
         )
         self.bank = self._training_vectors() if self.teacher is not None else None
+        self.neighbours = self._teacher_neighbours() if config.uses_neighbours else None
         self.model = self._distributed(self.student) if self.info.distributed else self.student
 
     @staticmethod
@@ -264,7 +355,19 @@ class Trainer:
             self.db_name, self.db, self.config.data.teacher_train_imsize,
             skip_unreadable=self.config.data.skip_unreadable,
         ))
+        self.bank_store = store
         return store.vectors
+
+    def _teacher_neighbours(self) -> torch.Tensor:
+        """(N, K) each training image's K nearest teacher neighbours, from the bank's cache
+        (computed once, on the main rank first; :func:`asymret.neighbours.bank_neighbours`)."""
+        mining = self.config.mining
+        try:
+            return self._main_rank_first(lambda: bank_neighbours(
+                self.bank_store, mining.neighbours, backend=mining.backend, device=self.device,
+            ))
+        except AsymretError as exc:
+            raise AsymretError(f"mining.neighbours={mining.neighbours}: {exc}") from None
 
     def _bank_rows(self, indices: torch.Tensor) -> torch.Tensor:
         """Teacher vectors of training images ``indices`` (any shape) → (*indices.shape, D)."""
@@ -284,10 +387,15 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.run.seed)
         indices = torch.randperm(len(self.db), generator=generator)[:count].sort().values
         pooled = self._extract(PooledFeatures(self.student), self.train_images, indices)
-        valid = torch.isfinite(pooled).all(dim=1).cpu()
-        weight, bias = fit_ridge(
-            pooled.cpu()[valid], self._bank_rows(indices).cpu()[valid], config.ridge_lambda
-        )
+        targets = self._bank_rows(indices).cpu()
+        valid = (torch.isfinite(pooled).all(dim=1).cpu() & torch.isfinite(targets).all(dim=1))
+        try:
+            weight, bias = fit_ridge(pooled.cpu()[valid], targets[valid], config.ridge_lambda)
+        except torch.linalg.LinAlgError:
+            raise AsymretError(
+                f"models.ridge_lambda={config.ridge_lambda}: the ridge fit is singular on "
+                f"{int(valid.sum())} images; raise models.ridge_lambda or models.ridge_images"
+            ) from None
         set_projection(self.student, weight.to(self.device), bias.to(self.device))
 
     # ----------------------------------------------------------------- epochs
@@ -297,22 +405,26 @@ class Trainer:
         negatives are mined with the teacher's or the student's vectors, as configured."""
         config = self.config
         mining = config.mining
+        readable = self.readable.images
         if mining.sampler == "images":
             generator = epoch_generator(config.run.seed, epoch)
-            return sample_images(mining.num_images, len(self.db), generator)
+            return self.readable.to_images(sample_images(mining.num_images, len(readable),
+                                                         generator))
 
         def student(indices: torch.Tensor) -> torch.Tensor:
-            return self._extract(self.student, self.train_images, indices)
+            return self._extract(self.student, self.train_images, readable[indices])
 
-        teacher = self._bank_rows
-        return epoch_tuples(
-            config.run.seed, epoch, self.db.query_indices, self.db.positive_indices,
-            self.db.clusters, negatives=mining.negatives, num_pairs=mining.num_pairs,
+        def teacher(indices: torch.Tensor) -> torch.Tensor:
+            return self._bank_rows(readable[indices])
+
+        return self.readable.to_images(epoch_tuples(
+            config.run.seed, epoch, self.readable.query_indices, self.readable.positive_indices,
+            self.readable.clusters, negatives=mining.negatives, num_pairs=mining.num_pairs,
             pool_size=mining.pool_size, num_negatives=mining.num_negatives,
             query_vectors=teacher if mining.query_vectors == "teacher" else student,
             pool_vectors=teacher if config.loss.similarity == "asymmetric" else student,
             device=self.device, backend=mining.backend,
-        )
+        ))
 
     def _needed_images(self, rows: torch.Tensor, tuples: EpochTuples) -> torch.Tensor:
         """Image indices the student must see for tuples ``rows`` of the epoch."""
@@ -347,7 +459,8 @@ class Trainer:
             if int(readable.sum()) < 3:
                 return None, skipped
             student = self._forward([img for img in images if img is not None])
-            return self.loss_fn(student, self._bank_rows(needed[readable])), skipped
+            inputs = LossInputs(student=student, teacher=self._bank_rows(needed[readable]))
+            return self.loss_fn(inputs), skipped
         per_tuple = len(needed) // len(rows)
         keep = readable.view(len(rows), per_tuple).all(dim=1)
         if not keep.any():
@@ -358,6 +471,26 @@ class Trainer:
         rows = rows[keep]
         student = self._forward(kept_images)
         anchors = student[:: per_tuple] if per_tuple > 1 else student
+        kinds = self.loss_fn.kinds
+        teacher_anchors = (
+            self._bank_rows(tuples.query_indices[rows])
+            if "self" in self.config.loss.positives or kinds - {"tuple"}
+            else None
+        )
+        inputs = LossInputs(anchor=anchors, student=anchors, teacher=teacher_anchors,
+                            teacher_anchor=teacher_anchors)
+        if "tuple" in kinds:
+            inputs.refs, inputs.positive = self._tuple_refs(rows, tuples, student, per_tuple,
+                                                            teacher_anchors)
+        if "neighbour" in kinds:
+            inputs.neighbours = self._bank_rows(self.neighbours[tuples.query_indices[rows]])
+        return self.loss_fn(inputs), skipped
+
+    def _tuple_refs(
+        self, rows: torch.Tensor, tuples: EpochTuples, student: torch.Tensor, per_tuple: int,
+        teacher_anchors: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A tuple loss's (B, K, D) references and (B, K) positive mask for tuples ``rows``."""
         k = tuples.negative_indices.shape[1]
         if self.config.loss.similarity == "asymmetric":
             positives = self._bank_rows(tuples.positive_indices[rows])
@@ -365,15 +498,8 @@ class Trainer:
         else:
             grouped = student.view(len(rows), per_tuple, -1)
             positives, negatives = grouped[:, 1], grouped[:, 2 : 2 + k]
-        self_vectors = (
-            self._bank_rows(tuples.query_indices[rows])
-            if "self" in self.config.loss.positives
-            else None
-        )
-        refs, positive = tuple_references(
-            positives, negatives, self.config.loss.positives, self_vectors
-        )
-        return self.loss_fn(anchors, refs, positive), skipped
+        self_vectors = teacher_anchors if "self" in self.config.loss.positives else None
+        return tuple_references(positives, negatives, self.config.loss.positives, self_vectors)
 
     def _forward(self, images: list[torch.Tensor]) -> torch.Tensor:
         on_device = [image.to(self.device, non_blocking=True) for image in images]
@@ -387,7 +513,11 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints
 
     def _save_checkpoint(self, state: TrainState) -> None:
+        """Write the checkpoint, the activation cache first: an entry's rounding depends on
+        the batch that computed it, so a resumed run must find the entries it had."""
         if self.info.is_main:
+            if self.activation_cache is not None:
+                self.activation_cache.save()
             save_checkpoint(
                 self.checkpoint_path, state, self.student, self.optimizer, self.scheduler
             )
@@ -440,7 +570,7 @@ class Trainer:
                 rows.append({"epoch": epoch, "dataset": name, "setting": setting,
                              **{f"map_{p}": v for p, v in result.map.items()}})
         if self.info.is_main:
-            append_csv(self.run_dir / VALIDATION_LOG_NAME, rows)
+            write_validation(self.run_dir / VALIDATION_LOG_NAME, epoch, rows)
             for row in rows:
                 print(
                     f"epoch {epoch} {row['dataset']} {row['setting']:>10s}: mAP "
@@ -459,21 +589,25 @@ class Trainer:
         """Train to the last epoch (or continue a killed run); return the student's folder."""
         self._prepare_run_dir()
         self._build()
+        self._check_inputs()
         config = self.config
         state = self._load_checkpoint() if self.resume else TrainState()
-        if not self.resume:
+        if self.resume:
+            self._apply_resumed_lr()
+        else:
             self._init_projection()
             self._save_checkpoint(state)
-            self._save_activation_cache()
         log = TrainLog(self.run_dir, enabled=self.info.is_main)
         if self.resume:
-            log.resume_at(state.epoch, state.step)
+            log.resume_at(state.epoch, state.step, state.validated)
+        student_dir = self.run_dir / "student"
         while True:
+            if state.epoch >= config.optim.epochs:  # kept before the final validation runs
+                self._save_student(student_dir)
             if state.validated < state.epoch and self._validation_due(state.epoch):
                 log.validated(state.epoch, self.validate(state.epoch))
                 state.validated = state.epoch
                 self._save_checkpoint(state)
-                self._save_activation_cache()
             if state.epoch >= config.optim.epochs:
                 break
             if state.tuples is None:
@@ -481,23 +615,55 @@ class Trainer:
                 state.step = 0
                 self._save_checkpoint(state)
             self._run_epoch(state, log)
-            self._save_activation_cache()
             self.scheduler.step()
             state = TrainState(state.epoch + 1, 0, None, state.skipped_images, state.validated)
             self._save_checkpoint(state)
-        student_dir = self.run_dir / "student"
-        if self.info.is_main:
-            save_model(self.student, student_dir)
-            if self.teacher is not None:  # which vectors its queries match
-                write_teacher_record(student_dir, config.models.teacher, self.teacher)
-            if state.skipped_images:
-                print(f"skipped {state.skipped_images} unreadable training images")
+        if self.info.is_main and state.skipped_images:
+            print(f"skipped {state.skipped_images} unreadable training images")
         log.close()
         return student_dir
 
-    def _save_activation_cache(self) -> None:
-        if self.activation_cache is not None and self.info.is_main:
-            self.activation_cache.save()
+    def _save_student(self, student_dir: Path) -> None:
+        """Write the trained student (and the teacher its queries match) to ``student_dir``."""
+        if self.info.is_main:
+            save_model(self.student, student_dir)
+            if self.teacher is not None:
+                write_teacher_record(student_dir, self.config.models.teacher, self.teacher)
+
+    def _check_inputs(self) -> None:
+        """Before the first step, read what later stages need, so that none fails after
+        training: every validation image's header, the teacher's validation vectors, and
+        (``data.skip_unreadable``) which training images are readable."""
+        for name, dataset in self.val_datasets:
+            check_headers([*map(dataset.image_path, dataset.qimlist),
+                           *map(dataset.image_path, dataset.imlist)], f"validation set {name}")
+            if self.teacher is not None:
+                self._teacher_val_vectors(dataset)
+        if self.info.is_main and self.readable.excluded:
+            print(f"data.skip_unreadable: {self.readable.excluded} unreadable training images "
+                  "left out of every pair, pool and reference", flush=True)
+
+    @functools.cached_property
+    def readable(self) -> ReadableImages:
+        """The training images epochs are drawn from: all but the unreadable ones."""
+        return ReadableImages.of(self.db, self._unreadable_images())
+
+    def _unreadable_images(self) -> np.ndarray:
+        """(N,) bool: training images that cannot be read. With a teacher, the rows its
+        bank could not fill (NaN); without, a decoding pass over the images. Without
+        ``data.skip_unreadable`` all False: an unreadable image stops the run, the bank's
+        extraction or (without a teacher) a header check of every image finding it here."""
+        if not self.config.data.skip_unreadable:
+            if self.bank is None:
+                check_headers(self.db.paths, f"training db {self.config.data.train_db}")
+            return np.zeros(len(self.db), dtype=bool)
+        if self.bank is not None:
+            chunk = 4096
+            return ~np.concatenate([np.isfinite(self.bank[start:start + chunk]).all(axis=1)
+                                    for start in range(0, len(self.db), chunk)])
+        loader = DataLoader(self.train_images, batch_size=None, collate_fn=_is_unreadable,
+                            num_workers=self.config.run.num_workers)
+        return np.array(list(loader), dtype=bool)
 
     def _validation_due(self, epoch: int) -> bool:
         """Validate after epoch ``epoch`` (1-based count of finished epochs)?"""
@@ -522,6 +688,8 @@ class Trainer:
             total=len(steps), initial=state.step, desc=f"epoch {state.epoch + 1}",
             unit="step", disable=not self._progress,
         )
+        losses: list[float] = []
+        epoch_started = time.perf_counter()
         for images in loader:
             step = state.step
             torch.manual_seed(step_seed(config.run.seed, state.epoch, step))
@@ -547,15 +715,22 @@ class Trainer:
             )
             bar.set_postfix(loss=f"{total:.4f}")
             bar.update(1)
+            losses.append(total)
             if state.step % config.run.checkpoint_every == 0 and state.step < len(steps):
                 self._save_checkpoint(state)
         bar.close()
+        if self.info.is_main and not config.run.progress:
+            print(f"epoch {state.epoch + 1}/{config.optim.epochs}: {len(losses)} steps, mean "
+                  f"loss {sum(losses) / max(len(losses), 1):.4f}, lr "
+                  f"{self.optimizer.param_groups[0]['lr']:.3g}, "
+                  f"{time.perf_counter() - epoch_started:.0f} s", flush=True)
 
     def _diverged(self, state: TrainState, reason: str) -> TrainingDiverged:
         return TrainingDiverged(
             f"training diverged at epoch {state.epoch + 1}, step {state.step + 1}: {reason}; "
-            f"the last good checkpoint is kept at {self.checkpoint_path} (resume with --resume "
-            "after lowering optim.lr)"
+            f"the last good checkpoint is kept at {self.checkpoint_path}; continue from it at a "
+            f"lower rate with the same command plus --resume optim.lr="
+            f"{self.config.optim.lr / 10:g} (a resume accepts a new optim.lr)"
         )
 
 
