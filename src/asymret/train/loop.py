@@ -69,6 +69,7 @@ from asymret.train.distributed import (
     gather_shards,
     init_distributed,
     shard,
+    shutdown,
     sum_across_ranks,
 )
 from asymret.train.log import VALIDATION_LOG_NAME, TrainLog, write_validation
@@ -736,4 +737,8 @@ class Trainer:
 
 def train(config: TrainConfig, resume: bool = False) -> Path:
     """Run a training configuration; returns the folder of the trained student."""
-    return Trainer(config, resume=resume).run()
+    trainer = Trainer(config, resume=resume)
+    try:
+        return trainer.run()
+    finally:
+        shutdown(trainer.info)  # gloo's threads must not outlive the interpreter's exit
