@@ -155,15 +155,20 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
                         help="multi-scale extraction, e.g. 1 0.7071 0.5 (default: 1)")
     parser.add_argument("--distractors", action="store_true",
                         help="add the R1M distractors to the database")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--batch-size", type=_positive_int, default=32,
-                        help="images per forward pass")
-    parser.add_argument("--workers", type=_count, default=0, help="image-decoding processes")
+    _add_compute_options(parser)
     parser.add_argument("--verify", choices=("size", "sample", "full"), default="sample",
                         help="how much of each stored feature store to check before it is "
                         "reused: its size, also the sha256 of 64 sampled rows (default), or "
                         "every byte (full)")
     _add_precision_option(parser)
+
+
+def _add_compute_options(parser: argparse.ArgumentParser) -> None:
+    """Where and how extraction runs: ``--device``, ``--batch-size``, ``--workers``."""
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--batch-size", type=_positive_int, default=32,
+                        help="images per forward pass")
+    parser.add_argument("--workers", type=_count, default=0, help="image-decoding processes")
 
 
 def _add_precision_option(parser: argparse.ArgumentParser) -> None:
@@ -492,10 +497,7 @@ def _add_index_commands(subparsers: argparse._SubParsersAction) -> None:
                             "~/.cache/asymret)")
         parser.add_argument("--pretrained", action="store_true",
                             help="a teacher given by name: offline ImageNet weights")
-        parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-        parser.add_argument("--batch-size", type=_positive_int, default=32,
-                            help="images per forward pass")
-        parser.add_argument("--workers", type=_count, default=0, help="image-decoding processes")
+        _add_compute_options(parser)
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def add_ivfpq_options(parser: argparse.ArgumentParser) -> None:
